@@ -1,0 +1,49 @@
+import { openapi } from '@elysiajs/openapi';
+import { Elysia } from 'elysia';
+import type { AppDeps } from './deps';
+import { conversationsModule } from './modules/conversations';
+import { healthModule } from './modules/health';
+import { messagesModule } from './modules/messages';
+import { tenantsModule } from './modules/tenants';
+import { errors } from './plugins/errors';
+import { jsonBody } from './plugins/json-body';
+import { requestId } from './plugins/request-id';
+import { requestLog } from './plugins/request-log';
+import { VERSION } from './version';
+
+/** Builds the HTTP application: cross-cutting plugins first, then the modules under /v1. */
+export function createApp(deps: AppDeps) {
+  return new Elysia({
+    // Validate what was sent; never repair it (normalisation turned "s" into {"0":"s"}).
+    normalize: false,
+  })
+    .use(requestId)
+    .use(errors(deps.logger))
+    .use(requestLog(deps.logger))
+    .use(jsonBody(deps.config.MAX_BODY_BYTES))
+    .use(
+      openapi({
+        path: '/docs',
+        specPath: '/openapi.json',
+        documentation: {
+          info: {
+            title: 'threadstore',
+            version: VERSION,
+            description: 'Multi-tenant message store for chat and LLM applications',
+          },
+          components: {
+            securitySchemes: {
+              tenantKey: { type: 'http', scheme: 'bearer', description: 'Tenant API key (ts_…)' },
+              adminKey: { type: 'http', scheme: 'bearer', description: 'ADMIN_API_KEY' },
+            },
+          },
+        },
+      }),
+    )
+    .use(healthModule(deps))
+    .group('/v1', (v1) =>
+      v1.use(tenantsModule(deps)).use(messagesModule(deps)).use(conversationsModule(deps)),
+    );
+}
+
+export type App = ReturnType<typeof createApp>;

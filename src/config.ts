@@ -1,0 +1,93 @@
+import { Type as T, type Static } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+
+/** Environment variables threadstore reads; `.env.example` mirrors this list key for key. */
+const ConfigSchema = T.Object({
+  /** TCP port the HTTP server listens on. */
+  PORT: T.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
+  /** Interface the HTTP server binds to. */
+  HOST: T.String({ minLength: 1, default: '0.0.0.0' }),
+  /** PostgreSQL connection URL; when unset, the embedded PGlite database under DATA_DIR is used. */
+  DATABASE_URL: T.Optional(T.String({ pattern: '^postgres(ql)?://' })),
+  /** Maximum number of pooled PostgreSQL connections per process. */
+  DB_POOL_MAX: T.Integer({ minimum: 1, maximum: 1000, default: 10 }),
+  /** How long to wait for a new PostgreSQL connection before answering 503. */
+  DB_CONNECT_TIMEOUT_MS: T.Integer({ minimum: 100, default: 3000 }),
+  /** Server-side statement timeout for every query, so no request holds a connection forever. */
+  DB_STATEMENT_TIMEOUT_MS: T.Integer({ minimum: 0, default: 15000 }),
+  /** Directory of the embedded database (only used without DATABASE_URL). */
+  DATA_DIR: T.String({ minLength: 1, default: './data' }),
+  /** Bearer key for /v1/admin routes; generated per run when unset outside production. */
+  ADMIN_API_KEY: T.Optional(T.String({ minLength: 16 })),
+  /** Secret that signs pagination cursors; derived from ADMIN_API_KEY when unset. */
+  CURSOR_SECRET: T.Optional(T.String({ minLength: 16 })),
+  /** Apply pending migrations when `serve` starts. */
+  MIGRATE_ON_START: T.Boolean({ default: true }),
+  /** Minimum level of log lines written to stdout. */
+  LOG_LEVEL: T.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => T.Literal(l)),
+    { default: 'info' },
+  ),
+  /** `production` makes ADMIN_API_KEY mandatory. */
+  NODE_ENV: T.String({ default: 'development' }),
+  /** Largest accepted request body in bytes; larger bodies get 413. */
+  MAX_BODY_BYTES: T.Integer({ minimum: 1024, default: 4 * 1024 * 1024 }),
+  /** Largest message content in characters. */
+  MAX_CONTENT_CHARS: T.Integer({ minimum: 1, maximum: 1_000_000, default: 32_000 }),
+  /** How long a resolved API key is cached in process before it is looked up again. */
+  AUTH_CACHE_TTL_MS: T.Integer({ minimum: 0, default: 5000 }),
+});
+
+export type Config = Static<typeof ConfigSchema> & {
+  /** True when ADMIN_API_KEY was generated for this run rather than configured. */
+  adminKeyGenerated: boolean;
+  ADMIN_API_KEY: string;
+  CURSOR_SECRET: string;
+};
+
+/** Raised with every invalid variable listed, so an operator fixes them all in one go. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/**
+ * Parses the environment once: applies defaults, coerces strings to numbers and booleans,
+ * and rejects unknown values with one readable message listing every bad variable.
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const raw: Record<string, unknown> = {};
+  for (const key of Object.keys(ConfigSchema.properties)) {
+    const value = env[key];
+    if (value !== undefined && value !== '') raw[key] = value;
+  }
+  const converted = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, raw));
+  const problems = [...Value.Errors(ConfigSchema, converted)].map(
+    (e) =>
+      `  ${e.path.slice(1) || '(root)'}: ${e.message} (got ${JSON.stringify(raw[e.path.slice(1)])})`,
+  );
+  if (problems.length > 0) {
+    throw new ConfigError(`Invalid configuration:\n${[...new Set(problems)].join('\n')}`);
+  }
+  const parsed = converted as Static<typeof ConfigSchema>;
+  if (parsed.NODE_ENV === 'production' && !parsed.ADMIN_API_KEY) {
+    throw new ConfigError(
+      'Invalid configuration:\n  ADMIN_API_KEY: required when NODE_ENV=production',
+    );
+  }
+  const adminKeyGenerated = !parsed.ADMIN_API_KEY;
+  const adminKey = parsed.ADMIN_API_KEY ?? `tsadmin_${randomToken(32)}`;
+  const cursorSecret =
+    parsed.CURSOR_SECRET ??
+    new Bun.CryptoHasher('sha256', adminKey).update('threadstore-cursor').digest('base64url');
+  return {
+    ...parsed,
+    ADMIN_API_KEY: adminKey,
+    CURSOR_SECRET: cursorSecret,
+    adminKeyGenerated,
+  };
+}
+
+/** `bytes` random bytes as base64url. */
+export function randomToken(bytes: number): string {
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(bytes))).toString('base64url');
+}

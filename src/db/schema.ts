@@ -1,0 +1,104 @@
+import { sql } from 'drizzle-orm';
+import {
+  boolean,
+  check,
+  foreignKey,
+  index,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+/** Millisecond precision, so a timestamp round-trips through JSON and cursors unchanged. */
+const ts = (name: string) => timestamp(name, { withTimezone: true, precision: 3, mode: 'date' });
+
+export const tenants = pgTable('tenants', {
+  id: uuid('id').primaryKey(),
+  name: text('name').notNull(),
+  disabled: boolean('disabled').notNull().default(false),
+  /** Per-tenant settings later features add (retention, rate limits) without a migration each. */
+  settings: jsonb('settings').$type<Record<string, unknown>>().notNull().default({}),
+  createdAt: ts('created_at').notNull().defaultNow(),
+  updatedAt: ts('updated_at').notNull().defaultNow(),
+});
+
+/**
+ * API keys live apart from tenants so that a rotation can keep the previous key working for a
+ * grace period. Only the SHA-256 of a key is stored; the prefix is for display.
+ */
+export const apiKeys = pgTable(
+  'api_keys',
+  {
+    id: uuid('id').primaryKey(),
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    keyHash: text('key_hash').notNull().unique('uq_api_keys_key_hash'),
+    keyPrefix: text('key_prefix').notNull(),
+    createdAt: ts('created_at').notNull().defaultNow(),
+    /** Null while the key is current; set when it is rotated out (now, or after a grace period). */
+    expiresAt: ts('expires_at'),
+  },
+  (t) => [index('ix_api_keys_tenant').on(t.tenantId)],
+);
+
+/**
+ * One row per conversation, inserted only when absent (`ON CONFLICT DO NOTHING`), so writers to
+ * the same conversation never wait on each other. Counts and first/last timestamps are derived
+ * from the messages index, never kept in a hot counter row.
+ */
+export const conversations = pgTable(
+  'conversations',
+  {
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    id: text('id').notNull(),
+    createdAt: ts('created_at').notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ name: 'pk_conversations', columns: [t.tenantId, t.id] })],
+);
+
+export const messageRoles = ['user', 'assistant', 'system', 'tool'] as const;
+export type MessageRole = (typeof messageRoles)[number];
+
+export const messages = pgTable(
+  'messages',
+  {
+    /** UUIDv7: time-ordered, so inserts append to the primary key index. */
+    id: uuid('id').primaryKey(),
+    tenantId: uuid('tenant_id').notNull(),
+    conversationId: text('conversation_id').notNull(),
+    role: text('role', { enum: messageRoles }).notNull(),
+    content: text('content').notNull(),
+    name: text('name'),
+    toolCallId: text('tool_call_id'),
+    toolCalls: jsonb('tool_calls').$type<unknown[]>(),
+    metadata: jsonb('metadata').$type<Record<string, unknown>>().notNull().default({}),
+    createdAt: ts('created_at').notNull().defaultNow(),
+    archived: boolean('archived').notNull().default(false),
+    archivedAt: ts('archived_at'),
+  },
+  (t) => [
+    foreignKey({
+      name: 'fk_messages_conversation',
+      columns: [t.tenantId, t.conversationId],
+      foreignColumns: [conversations.tenantId, conversations.id],
+    }).onDelete('cascade'),
+    // Hot path: a conversation's page in time order, and its count/first/last.
+    index('ix_messages_conversation').on(t.tenantId, t.conversationId, t.createdAt, t.id),
+    // A tenant's messages across conversations in time order.
+    index('ix_messages_tenant_created').on(t.tenantId, t.createdAt, t.id),
+    // Retention: global age scans, archived-row scans, and a tenant's unarchived rows by age.
+    index('ix_messages_created_at').on(t.createdAt),
+    index('ix_messages_archived').on(t.archived, t.createdAt),
+    index('ix_messages_tenant_archived').on(t.tenantId, t.archived, t.createdAt),
+    check('ck_messages_role', sql`${t.role} IN ('user', 'assistant', 'system', 'tool')`),
+  ],
+);
+
+export type TenantRow = typeof tenants.$inferSelect;
+export type MessageRow = typeof messages.$inferSelect;

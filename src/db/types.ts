@@ -1,0 +1,16 @@
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import type * as schema from './schema';
+
+/** Drizzle database over either driver (postgres.js or PGlite); services take this. */
+export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
+
+/** The open database and what the process needs to manage it. */
+export interface DatabaseHandle {
+  kind: 'postgres' | 'pglite';
+  db: Database;
+  /** Resolves when the server answers a trivial query. */
+  ping(): Promise<void>;
+  /** Runs `fn` while holding a session-level advisory lock, so only one process runs it at a time. */
+  withAdvisoryLock<T>(key: bigint, fn: () => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,48 @@
+import { USAGE, UsageError, parseArgs } from './cli';
+import { ConfigError, loadConfig } from './config';
+import { createLogger } from './logger';
+import { migrateOnly, serve } from './server';
+import { VERSION } from './version';
+
+/** Exit code for command-line misuse, as in BSD sysexits' convention used by most CLIs. */
+const EXIT_USAGE = 2;
+
+async function main(): Promise<void> {
+  let command: ReturnType<typeof parseArgs>;
+  try {
+    command = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`threadstore: ${err.message}\n\n${USAGE}\n`);
+    process.exit(EXIT_USAGE);
+  }
+  if (command.kind === 'version') {
+    process.stdout.write(`${VERSION}\n`);
+    return;
+  }
+  if (command.kind === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`threadstore: ${err.message}\n`);
+    process.exit(1);
+  }
+  const logger = createLogger(config.LOG_LEVEL);
+  if (command.kind === 'migrate') {
+    await migrateOnly(config, logger);
+    process.exit(0);
+  }
+  await serve(config, logger);
+}
+
+main().catch((err) => {
+  process.stderr.write(
+    `threadstore: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  process.exit(1);
+});

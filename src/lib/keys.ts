@@ -1,0 +1,38 @@
+import { timingSafeEqual } from 'node:crypto';
+import { randomToken } from '../config';
+
+/** Tenant keys carry a recognisable prefix so that leaked keys are easy to spot and scan for. */
+export const TENANT_KEY_PREFIX = 'ts_';
+const KEY_BYTES = 32;
+/** Characters of the key kept in clear for display ("ts_AbCdEf…"); not enough to guess the rest. */
+const DISPLAY_PREFIX_CHARS = TENANT_KEY_PREFIX.length + 6;
+
+export interface NewKey {
+  key: string;
+  hash: string;
+  prefix: string;
+}
+
+export function generateTenantKey(): NewKey {
+  const key = TENANT_KEY_PREFIX + randomToken(KEY_BYTES);
+  return { key, hash: hashKey(key), prefix: key.slice(0, DISPLAY_PREFIX_CHARS) };
+}
+
+/** SHA-256 hex: keys have 256 bits of entropy, so a fast hash is enough and lookup stays O(1). */
+export function hashKey(key: string): string {
+  return new Bun.CryptoHasher('sha256').update(key).digest('hex');
+}
+
+/** Compares two secrets in time independent of where they differ (and of their lengths). */
+export function safeEqual(a: string, b: string): boolean {
+  const ha = new Bun.CryptoHasher('sha256').update(a).digest();
+  const hb = new Bun.CryptoHasher('sha256').update(b).digest();
+  return timingSafeEqual(ha, hb);
+}
+
+/** The token of an `Authorization: Bearer <token>` header, or null. */
+export function bearerToken(header: string | null | undefined): string | null {
+  if (!header) return null;
+  const match = /^Bearer[ ]+([^\s]+)\s*$/i.exec(header);
+  return match?.[1] ?? null;
+}

@@ -1,0 +1,60 @@
+import { Elysia, t } from 'elysia';
+import type { AppDeps } from '../../deps';
+import { commonErrors } from '../../lib/schemas';
+import { tenantAuth } from '../../plugins/auth';
+import {
+  Conversation,
+  ConversationListQuery,
+  ConversationPage,
+  ConversationParams,
+  ConversationQuery,
+} from './model';
+import { deleteConversation, getConversation, listConversations } from './service';
+
+const security = [{ tenantKey: [] }];
+
+/** Conversations of the calling tenant, with message counts and first/last times. */
+export function conversationsModule({ db, cursors, keys }: AppDeps) {
+  return new Elysia({
+    name: 'conversations',
+    prefix: '/conversations',
+    detail: { tags: ['conversations'] },
+  })
+    .use(tenantAuth(keys))
+    .get(
+      '',
+      ({ tenant, query }) =>
+        listConversations(db, cursors, tenant.id, {
+          includeArchived: query.include_archived === 'true',
+          page: { limit: query.limit ?? 50, cursor: query.cursor, order: query.order ?? 'asc' },
+        }),
+      {
+        query: ConversationListQuery,
+        response: { 200: ConversationPage, ...commonErrors },
+        detail: { summary: 'List conversations in the order they were started', security },
+      },
+    )
+    .get(
+      '/:id',
+      ({ tenant, params, query }) =>
+        getConversation(db, tenant.id, params.id, query.include_archived === 'true'),
+      {
+        params: ConversationParams,
+        query: ConversationQuery,
+        response: { 200: Conversation, 404: commonErrors[422], ...commonErrors },
+        detail: { summary: 'Get a conversation summary', security },
+      },
+    )
+    .delete(
+      '/:id',
+      async ({ tenant, params, set }) => {
+        await deleteConversation(db, tenant.id, params.id);
+        set.status = 204;
+      },
+      {
+        params: ConversationParams,
+        response: { 204: t.Void(), 404: commonErrors[422], ...commonErrors },
+        detail: { summary: 'Delete a conversation and all its messages', security },
+      },
+    );
+}

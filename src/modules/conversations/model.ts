@@ -1,0 +1,35 @@
+import { t } from 'elysia';
+import { Cursor, Order, PageLimit, QueryBoolean, Timestamp } from '../../lib/schemas';
+import { ConversationId } from '../messages/model';
+
+export const Conversation = t.Object({
+  id: t.String(),
+  message_count: t.Integer({
+    description: 'Messages in the conversation (archived ones only with include_archived)',
+  }),
+  first_message_at: t.Nullable(Timestamp),
+  last_message_at: t.Nullable(Timestamp),
+  created_at: Timestamp,
+});
+
+export const ConversationParams = t.Object({ id: ConversationId }, { additionalProperties: false });
+
+export const ConversationQuery = t.Object(
+  { include_archived: t.Optional(QueryBoolean) },
+  { additionalProperties: false },
+);
+
+export const ConversationListQuery = t.Object(
+  {
+    limit: t.Optional(PageLimit(200, 50)),
+    cursor: t.Optional(Cursor),
+    order: t.Optional(Order),
+    include_archived: t.Optional(QueryBoolean),
+  },
+  { additionalProperties: false },
+);
+
+export const ConversationPage = t.Object({
+  conversations: t.Array(Conversation),
+  next_cursor: t.Nullable(t.String()),
+});

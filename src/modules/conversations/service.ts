@@ -1,0 +1,111 @@
+import { and, asc, desc, eq, sql } from 'drizzle-orm';
+import { conversations, messages } from '../../db/schema';
+import type { Database } from '../../db/types';
+import type { CursorCodec } from '../../lib/cursor';
+import { notFound } from '../../lib/errors';
+import { afterPosition, type KeysetPage, pageOf } from '../../lib/keyset';
+
+export interface ConversationView {
+  id: string;
+  message_count: number;
+  first_message_at: string | null;
+  last_message_at: string | null;
+  created_at: string;
+}
+
+/**
+ * Count and first/last times of each conversation, read from the (tenant, conversation,
+ * created_at) index per listed conversation: a page never scans the tenant's other messages,
+ * and no counter row is updated on write.
+ */
+function summaryQuery(db: Database, tenantId: string, includeArchived: boolean) {
+  const archivedFilter = includeArchived ? sql`` : sql`and m.archived = false`;
+  return db
+    .select({
+      id: conversations.id,
+      createdAt: conversations.createdAt,
+      messageCount: sql<number>`s.message_count`,
+      firstAt: sql<string | null>`s.first_at`,
+      lastAt: sql<string | null>`s.last_at`,
+    })
+    .from(conversations)
+    .innerJoinLateral(
+      sql`(select count(*)::int as message_count,
+              to_char(min(m.created_at) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as first_at,
+              to_char(max(m.created_at) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as last_at
+           from ${messages} m
+           where m.tenant_id = ${conversations.tenantId} and m.conversation_id = ${conversations.id}
+           ${archivedFilter}) s`,
+      sql`true`,
+    )
+    .where(eq(conversations.tenantId, tenantId))
+    .$dynamic();
+}
+
+type SummaryRow = Awaited<ReturnType<ReturnType<typeof summaryQuery>['execute']>>[number];
+
+function toView(r: SummaryRow): ConversationView {
+  return {
+    id: r.id,
+    message_count: Number(r.messageCount),
+    first_message_at: r.firstAt,
+    last_message_at: r.lastAt,
+    created_at: r.createdAt.toISOString(),
+  };
+}
+
+export async function listConversations(
+  db: Database,
+  cursors: CursorCodec,
+  tenantId: string,
+  q: { includeArchived: boolean; page: Omit<KeysetPage, 'scope'> },
+) {
+  const page: KeysetPage = {
+    ...q.page,
+    scope: `conversations|${q.page.order}|${q.includeArchived}`,
+  };
+  const after = page.cursor ? cursors.decode(tenantId, page.scope, page.cursor) : undefined;
+  const dir = page.order === 'asc' ? asc : desc;
+  const rows = await summaryQuery(db, tenantId, q.includeArchived)
+    .where(
+      and(
+        eq(conversations.tenantId, tenantId),
+        afterPosition(
+          conversations.createdAt,
+          conversations.id,
+          after,
+          page.order,
+          (k) => sql`${k}::timestamptz`,
+        ),
+      ),
+    )
+    .orderBy(dir(conversations.createdAt), dir(conversations.id))
+    .limit(page.limit + 1);
+  const { items, nextCursor } = pageOf(rows, page, tenantId, cursors, (r) => ({
+    k: r.createdAt.toISOString(),
+    i: r.id,
+  }));
+  return { conversations: items.map(toView), next_cursor: nextCursor };
+}
+
+export async function getConversation(
+  db: Database,
+  tenantId: string,
+  id: string,
+  includeArchived: boolean,
+): Promise<ConversationView> {
+  const [row] = await summaryQuery(db, tenantId, includeArchived).where(
+    and(eq(conversations.tenantId, tenantId), eq(conversations.id, id)),
+  );
+  if (!row) throw notFound('Conversation');
+  return toView(row);
+}
+
+/** Deletes a conversation and, by cascade, all its messages. */
+export async function deleteConversation(db: Database, tenantId: string, id: string) {
+  const deleted = await db
+    .delete(conversations)
+    .where(and(eq(conversations.tenantId, tenantId), eq(conversations.id, id)))
+    .returning({ id: conversations.id });
+  if (deleted.length === 0) throw notFound('Conversation');
+}

@@ -1,0 +1,207 @@
+import { and, asc, desc, eq, sql } from 'drizzle-orm';
+import { conversations, type MessageRole, type MessageRow, messages } from '../../db/schema';
+import type { Database } from '../../db/types';
+import type { CursorCodec } from '../../lib/cursor';
+import { notFound, validationFailed } from '../../lib/errors';
+import { afterPosition, type KeysetPage, pageOf } from '../../lib/keyset';
+import { MESSAGE_LIMITS } from './model';
+
+export interface MessageInput {
+  conversation_id: string;
+  role: MessageRole;
+  content: string;
+  name?: string;
+  tool_call_id?: string;
+  tool_calls?: object[];
+  metadata?: Record<string, unknown>;
+  created_at?: string;
+}
+
+/** A message as the API shows it. */
+export interface MessageView {
+  id: string;
+  conversation_id: string;
+  role: MessageRole;
+  content: string;
+  name: string | null;
+  tool_call_id: string | null;
+  tool_calls: unknown[] | null;
+  metadata: Record<string, unknown>;
+  created_at: string;
+  archived: boolean;
+  archived_at: string | null;
+}
+
+export function toMessageView(row: MessageRow): MessageView {
+  return {
+    id: row.id,
+    conversation_id: row.conversationId,
+    role: row.role,
+    content: row.content,
+    name: row.name,
+    tool_call_id: row.toolCallId,
+    tool_calls: row.toolCalls ?? null,
+    metadata: row.metadata,
+    created_at: row.createdAt.toISOString(),
+    archived: row.archived,
+    archived_at: row.archivedAt?.toISOString() ?? null,
+  };
+}
+
+/**
+ * Stores messages all or nothing, in one transaction. Each conversation row is inserted only if
+ * absent, so concurrent writers to one conversation never queue on a row lock.
+ */
+export async function createMessages(
+  db: Database,
+  tenantId: string,
+  inputs: MessageInput[],
+): Promise<MessageView[]> {
+  const now = Date.now();
+  const rows = inputs.map((input, index) =>
+    toRow(tenantId, input, now, inputs.length > 1 ? index : null),
+  );
+  const conversationIds = [...new Set(rows.map((r) => r.conversationId))];
+  const inserted = await db.transaction(async (tx) => {
+    await tx
+      .insert(conversations)
+      .values(conversationIds.map((id) => ({ tenantId, id, createdAt: new Date(now) })))
+      .onConflictDoNothing();
+    return tx.insert(messages).values(rows).returning();
+  });
+  // RETURNING gives no order guarantee; answer in the order the caller sent.
+  const byId = new Map(inserted.map((r) => [r.id, r]));
+  return rows.map((r) => toMessageView(byId.get(r.id)!));
+}
+
+function toRow(tenantId: string, input: MessageInput, now: number, index: number | null) {
+  const at = (field: string) => (index === null ? `/${field}` : `/messages/${index}/${field}`);
+  if (input.content.length === 0 && !input.tool_calls?.length) {
+    throw validationFailed('content may be empty only when tool_calls is present', [
+      { in: 'body', path: at('content'), message: 'Expected a non-empty string' },
+    ]);
+  }
+  if (input.tool_calls && jsonBytes(input.tool_calls) > MESSAGE_LIMITS.toolCallsMaxBytes) {
+    throw validationFailed('tool_calls is too large', [
+      {
+        in: 'body',
+        path: at('tool_calls'),
+        message: `At most ${MESSAGE_LIMITS.toolCallsMaxBytes} bytes`,
+      },
+    ]);
+  }
+  const metadata = input.metadata ?? {};
+  if (jsonBytes(metadata) > MESSAGE_LIMITS.metadataMaxBytes) {
+    throw validationFailed('metadata is too large', [
+      {
+        in: 'body',
+        path: at('metadata'),
+        message: `At most ${MESSAGE_LIMITS.metadataMaxBytes} bytes serialised`,
+      },
+    ]);
+  }
+  if (depthOf(metadata) > MESSAGE_LIMITS.metadataMaxDepth) {
+    throw validationFailed('metadata is nested too deeply', [
+      {
+        in: 'body',
+        path: at('metadata'),
+        message: `At most ${MESSAGE_LIMITS.metadataMaxDepth} levels`,
+      },
+    ]);
+  }
+  let createdAt = new Date(now);
+  if (input.created_at !== undefined) {
+    createdAt = new Date(input.created_at);
+    if (Number.isNaN(createdAt.getTime()) || createdAt.getTime() > now) {
+      throw validationFailed('created_at must be a valid time that is not in the future', [
+        { in: 'body', path: at('created_at'), message: 'Not in the future' },
+      ]);
+    }
+  }
+  return {
+    id: Bun.randomUUIDv7(),
+    tenantId,
+    conversationId: input.conversation_id,
+    role: input.role,
+    content: input.content,
+    name: input.name ?? null,
+    toolCallId: input.tool_call_id ?? null,
+    toolCalls: input.tool_calls ?? null,
+    metadata,
+    createdAt,
+  };
+}
+
+function jsonBytes(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value));
+}
+
+/** Nesting depth of objects and arrays; a flat object is 1. */
+function depthOf(value: unknown): number {
+  if (value === null || typeof value !== 'object') return 0;
+  let max = 0;
+  for (const v of Object.values(value)) max = Math.max(max, depthOf(v));
+  return max + 1;
+}
+
+export async function getMessage(db: Database, tenantId: string, id: string): Promise<MessageView> {
+  const [row] = await db
+    .select()
+    .from(messages)
+    .where(and(eq(messages.tenantId, tenantId), eq(messages.id, id)));
+  if (!row) throw notFound('Message');
+  return toMessageView(row);
+}
+
+export async function deleteMessage(db: Database, tenantId: string, id: string): Promise<void> {
+  const deleted = await db
+    .delete(messages)
+    .where(and(eq(messages.tenantId, tenantId), eq(messages.id, id)))
+    .returning({ id: messages.id });
+  if (deleted.length === 0) throw notFound('Message');
+}
+
+export interface ListMessagesQuery {
+  conversationId?: string;
+  includeArchived: boolean;
+  page: Omit<KeysetPage, 'scope'>;
+}
+
+/** A page of a tenant's messages (optionally of one conversation) in time order. */
+export async function listMessages(
+  db: Database,
+  cursors: CursorCodec,
+  tenantId: string,
+  q: ListMessagesQuery,
+): Promise<{ messages: MessageView[]; next_cursor: string | null }> {
+  const page: KeysetPage = {
+    ...q.page,
+    scope: `messages|${q.conversationId ?? '*'}|${q.page.order}|${q.includeArchived}`,
+  };
+  const after = page.cursor ? cursors.decode(tenantId, page.scope, page.cursor) : undefined;
+  const dir = page.order === 'asc' ? asc : desc;
+  const rows = await db
+    .select()
+    .from(messages)
+    .where(
+      and(
+        eq(messages.tenantId, tenantId),
+        q.conversationId === undefined ? undefined : eq(messages.conversationId, q.conversationId),
+        q.includeArchived ? undefined : eq(messages.archived, false),
+        afterPosition(
+          messages.createdAt,
+          messages.id,
+          after,
+          page.order,
+          (k) => sql`${k}::timestamptz`,
+        ),
+      ),
+    )
+    .orderBy(dir(messages.createdAt), dir(messages.id))
+    .limit(page.limit + 1);
+  const { items, nextCursor } = pageOf(rows, page, tenantId, cursors, (r) => ({
+    k: r.createdAt.toISOString(),
+    i: r.id,
+  }));
+  return { messages: items.map(toMessageView), next_cursor: nextCursor };
+}

@@ -1,0 +1,62 @@
+import { t } from 'elysia';
+import { Cursor, PageLimit, Timestamp, Uuid } from '../../lib/schemas';
+
+/** Longest grace period a rotated key may keep working: one week. */
+export const MAX_GRACE_SECONDS = 7 * 24 * 3600;
+
+const TenantName = t.String({ minLength: 1, maxLength: 200, description: 'Display name' });
+
+export const Tenant = t.Object({
+  id: Uuid,
+  name: t.String(),
+  disabled: t.Boolean(),
+  api_key_prefix: t.Nullable(t.String({ description: 'First characters of the current key' })),
+  created_at: Timestamp,
+  updated_at: Timestamp,
+});
+
+export const CreateTenant = t.Object({ name: TenantName }, { additionalProperties: false });
+
+export const CreatedTenant = t.Object({
+  id: Uuid,
+  name: t.String(),
+  api_key: t.String({ description: 'Shown once; only its hash is stored' }),
+  api_key_prefix: t.String(),
+  created_at: Timestamp,
+});
+
+export const UpdateTenant = t.Object(
+  { name: t.Optional(TenantName), disabled: t.Optional(t.Boolean()) },
+  { additionalProperties: false, minProperties: 1 },
+);
+
+export const RotateKey = t.Optional(
+  t.Object(
+    {
+      grace_seconds: t.Optional(
+        t.Integer({
+          minimum: 0,
+          maximum: MAX_GRACE_SECONDS,
+          description: 'How long the previous key keeps working (default 0: revoked at once)',
+        }),
+      ),
+    },
+    { additionalProperties: false },
+  ),
+);
+
+export const RotatedKey = t.Object({
+  api_key: t.String({ description: 'Shown once; only its hash is stored' }),
+  api_key_prefix: t.String(),
+  previous_key_expires_at: t.Nullable(Timestamp),
+});
+
+export const TenantListQuery = t.Object(
+  { limit: t.Optional(PageLimit(200, 50)), cursor: t.Optional(Cursor) },
+  { additionalProperties: false },
+);
+
+export const TenantPage = t.Object({
+  tenants: t.Array(Tenant),
+  next_cursor: t.Nullable(t.String()),
+});

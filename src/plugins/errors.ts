@@ -1,0 +1,81 @@
+import { Elysia, ParseError, ValidationError } from 'elysia';
+import { mapDatabaseError } from '../db/errors';
+import { AppError } from '../lib/errors';
+import type { Logger } from '../logger';
+import { requestState } from './request-id';
+
+/** The one error body of the API. */
+export interface ErrorBody {
+  error: { code: string; message: string; request_id: string; details?: unknown };
+}
+
+/**
+ * Turns every error, from validation to unknown routes to unexpected exceptions, into the one
+ * JSON error body. Unexpected errors are logged with their stack and shown only as
+ * `internal_error`.
+ */
+export function errors(logger: Logger) {
+  return new Elysia({ name: 'errors' }).onError(
+    { as: 'global' },
+    function renderError({ code, error, request, set }) {
+      const state = requestState(request);
+      const appError = toAppError(code, error);
+      if (!appError) {
+        logger.error(
+          { request_id: state.id, tenant_id: state.tenantId, err: error },
+          'unhandled error',
+        );
+      } else if (appError.status >= 500) {
+        logger.warn(
+          { request_id: state.id, code: appError.code, err: causeOf(error) },
+          appError.message,
+        );
+      }
+      const final = appError ?? new AppError(500, 'internal_error', 'Internal server error');
+      const body: ErrorBody = {
+        error: { code: final.code, message: final.message, request_id: state.id },
+      };
+      if (final.details !== undefined) body.error.details = final.details;
+      set.status = final.status;
+      const headers: Record<string, string> = {
+        'content-type': 'application/json; charset=utf-8',
+        'x-request-id': state.id,
+        ...final.headers,
+      };
+      for (const [k, v] of Object.entries(set.headers)) {
+        if (typeof v === 'string' && !(k in headers)) headers[k] = v;
+      }
+      return new Response(JSON.stringify(body), { status: final.status, headers });
+    },
+  );
+}
+
+/** Maps a thrown value to an AppError, or null when it is unexpected (a bug: a 500). */
+export function toAppError(code: unknown, error: unknown): AppError | null {
+  if (error instanceof AppError) return error;
+  if (error instanceof ParseError || code === 'PARSE') {
+    const cause = (error as Error).cause;
+    if (cause instanceof AppError) return cause;
+    return new AppError(400, 'malformed_json', 'The request body is not valid JSON');
+  }
+  if (error instanceof ValidationError || code === 'VALIDATION') {
+    const v = error as ValidationError;
+    // A response that fails its own schema is a server bug, not the caller's fault.
+    if (v.type === 'response') return null;
+    const details = v.all.slice(0, 20).map((e) => ({
+      in: v.type,
+      path: 'path' in e ? e.path : '',
+      message: 'summary' in e && e.summary ? e.summary : e.message,
+    }));
+    return new AppError(422, 'validation_failed', `Invalid request ${v.type}`, details);
+  }
+  if (code === 'NOT_FOUND') return new AppError(404, 'not_found', 'No such route');
+  if (code === 'INVALID_COOKIE_SIGNATURE') {
+    return new AppError(400, 'validation_failed', 'Invalid cookie signature');
+  }
+  return mapDatabaseError(error);
+}
+
+function causeOf(error: unknown): unknown {
+  return error instanceof Error && error.cause ? error.cause : error;
+}

@@ -1,0 +1,90 @@
+import { Elysia } from 'elysia';
+import { AppError, validationFailed } from '../lib/errors';
+
+/** Deeper JSON than this is refused before validation (metadata allows depth 5 anyway). */
+const MAX_JSON_DEPTH = 32;
+
+/**
+ * The only body parser: JSON, read with a byte cap. Anything but `application/json` is 415
+ * (which also stops cross-site `text/plain` form posts), over-size bodies are 413 whether or
+ * not Content-Length was sent, broken JSON is 400, and strings PostgreSQL cannot store or that
+ * are not well-formed Unicode (NUL, lone surrogates) are 422. Elysia's own parsers never run.
+ */
+export function jsonBody(maxBytes: number) {
+  return new Elysia({ name: 'json-body' }).onParse(
+    { as: 'global' },
+    async function parseJsonBody({ request, contentType }) {
+      const declared = Number(request.headers.get('content-length') ?? '0');
+      if (declared > maxBytes) throw tooLarge(maxBytes);
+      const text = await readCapped(request, maxBytes);
+      if (text.length === 0) return undefined;
+      if (contentType !== 'application/json') {
+        throw new AppError(
+          415,
+          'unsupported_media_type',
+          'Request bodies must be sent as Content-Type: application/json',
+        );
+      }
+      let value: unknown;
+      try {
+        value = JSON.parse(text);
+      } catch {
+        throw new AppError(400, 'malformed_json', 'The request body is not valid JSON');
+      }
+      checkStrings(value, 0, '');
+      return value;
+    },
+  );
+}
+
+const tooLarge = (maxBytes: number) =>
+  new AppError(413, 'payload_too_large', `The request body is larger than ${maxBytes} bytes`, {
+    max_bytes: maxBytes,
+  });
+
+async function readCapped(request: Request, maxBytes: number): Promise<string> {
+  if (!request.body) return '';
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge(maxBytes);
+    }
+    chunks.push(value);
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
+  } catch {
+    throw new AppError(400, 'malformed_json', 'The request body is not valid UTF-8');
+  }
+}
+
+function checkStrings(value: unknown, depth: number, path: string): void {
+  if (depth > MAX_JSON_DEPTH) {
+    throw validationFailed(`JSON nesting deeper than ${MAX_JSON_DEPTH} levels`, { path });
+  }
+  if (typeof value === 'string') {
+    checkString(value, path);
+  } else if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) checkStrings(value[i], depth + 1, `${path}/${i}`);
+  } else if (value !== null && typeof value === 'object') {
+    for (const [key, v] of Object.entries(value)) {
+      checkString(key, `${path}/${key}`);
+      checkStrings(v, depth + 1, `${path}/${key}`);
+    }
+  }
+}
+
+function checkString(s: string, path: string): void {
+  if (s.includes('\u0000')) {
+    throw validationFailed('Strings may not contain NUL (\\u0000) characters', { path });
+  }
+  if (!s.isWellFormed()) {
+    throw validationFailed('Strings must be well-formed Unicode (no lone surrogates)', { path });
+  }
+}

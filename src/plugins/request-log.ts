@@ -1,0 +1,28 @@
+import { Elysia } from 'elysia';
+import type { Logger } from '../logger';
+import { requestState } from './request-id';
+
+/**
+ * One JSON line per request once the response is sent. Only the route pattern is logged (not
+ * the raw path or query, which may carry identifiers), and never bodies or headers.
+ */
+export function requestLog(logger: Logger) {
+  return new Elysia({ name: 'request-log' }).onAfterResponse(
+    { as: 'global' },
+    function logRequest({ request, route, set }) {
+      const state = requestState(request);
+      const status = typeof set.status === 'number' ? set.status : 200;
+      const line = {
+        request_id: state.id,
+        tenant_id: state.tenantId,
+        method: request.method,
+        route: route || 'unmatched',
+        status,
+        duration_ms: Math.round((performance.now() - state.startedAt) * 100) / 100,
+      };
+      if (status >= 500) logger.error(line, 'request');
+      else if (status >= 400) logger.warn(line, 'request');
+      else logger.info(line, 'request');
+    },
+  );
+}

@@ -1,0 +1,91 @@
+import { Writable } from 'node:stream';
+import { createApp } from '../../src/app';
+import { loadConfig } from '../../src/config';
+import { openDatabase } from '../../src/db/client';
+import { createDeps } from '../../src/deps';
+import { createLogger } from '../../src/logger';
+
+export const ADMIN_KEY = 'test-admin-key-0123456789';
+
+/** Log lines the app wrote, parsed, so tests can assert what was (and was not) logged. */
+export class LogCapture extends Writable {
+  readonly lines: Record<string, unknown>[] = [];
+  readonly raw: string[] = [];
+  override _write(chunk: Buffer, _enc: string, done: () => void) {
+    for (const line of chunk.toString().split('\n').filter(Boolean)) {
+      this.raw.push(line);
+      this.lines.push(JSON.parse(line));
+    }
+    done();
+  }
+}
+
+export type TestApp = Awaited<ReturnType<typeof buildTestApp>>;
+
+/** The app in process against the test PostgreSQL, with its logs captured. */
+export async function buildTestApp(env: Record<string, string> = {}) {
+  const config = loadConfig({
+    DATABASE_URL: process.env.TEST_DATABASE_URL,
+    ADMIN_API_KEY: ADMIN_KEY,
+    LOG_LEVEL: 'info',
+    ...env,
+  });
+  const logs = new LogCapture();
+  const logger = createLogger(config.LOG_LEVEL, logs);
+  const database = await openDatabase(config, logger);
+  const app = createApp(createDeps(config, logger, database));
+
+  async function call(
+    method: string,
+    path: string,
+    opts: {
+      body?: unknown;
+      raw?: string | Uint8Array | ReadableStream;
+      key?: string | null;
+      headers?: Record<string, string>;
+    } = {},
+  ) {
+    const headers: Record<string, string> = { ...opts.headers };
+    if (opts.key) headers.authorization = `Bearer ${opts.key}`;
+    let body: string | Uint8Array | ReadableStream | undefined = opts.raw;
+    if (opts.body !== undefined) {
+      body = JSON.stringify(opts.body);
+      headers['content-type'] ??= 'application/json';
+    }
+    const res = await app.handle(new Request(`http://localhost${path}`, { method, headers, body }));
+    const text = await res.text();
+    let json: any = undefined;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = undefined;
+    }
+    return { status: res.status, headers: res.headers, json, text };
+  }
+
+  /** A fresh tenant (each test gets its own, which is what isolates tests from each other). */
+  async function tenant(name = 'test tenant') {
+    const res = await call('POST', '/v1/admin/tenants', { key: ADMIN_KEY, body: { name } });
+    if (res.status !== 201) throw new Error(`tenant creation failed: ${res.status} ${res.text}`);
+    return res.json as { id: string; name: string; api_key: string };
+  }
+
+  return {
+    app,
+    config,
+    logs,
+    database,
+    db: database.db,
+    call,
+    tenant,
+    close: () => database.close(),
+  };
+}
+
+let shared: Promise<TestApp> | undefined;
+
+/** One app for the files that do not need special configuration. */
+export function sharedApp(): Promise<TestApp> {
+  shared ??= buildTestApp();
+  return shared;
+}
