@@ -62,12 +62,14 @@ export function toAppError(code: unknown, error: unknown): AppError | null {
     const v = error as ValidationError;
     // A response that fails its own schema is a server bug, not the caller's fault.
     if (v.type === 'response') return null;
+    // Elysia reports coerced query fields as 'property'.
+    const where = v.type === 'property' ? 'query' : v.type;
     const details = v.all.slice(0, 20).map((e) => ({
-      in: v.type,
+      in: where,
       path: 'path' in e ? e.path : '',
       message: 'summary' in e && e.summary ? e.summary : e.message,
     }));
-    return new AppError(422, 'validation_failed', `Invalid request ${v.type}`, details);
+    return new AppError(422, 'validation_failed', `Invalid request ${where}`, details);
   }
   if (code === 'NOT_FOUND') return new AppError(404, 'not_found', 'No such route');
   if (code === 'INVALID_COOKIE_SIGNATURE') {

@@ -1,5 +1,5 @@
 import { and, asc, desc, eq, sql } from 'drizzle-orm';
-import { conversations, messages } from '../../db/schema';
+import { conversations } from '../../db/schema';
 import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
 import { notFound } from '../../lib/errors';
@@ -20,26 +20,29 @@ export interface ConversationView {
  */
 function summaryQuery(db: Database, tenantId: string, includeArchived: boolean) {
   const archivedFilter = includeArchived ? sql`` : sql`and m.archived = false`;
-  return db
-    .select({
-      id: conversations.id,
-      createdAt: conversations.createdAt,
-      messageCount: sql<number>`s.message_count`,
-      firstAt: sql<string | null>`s.first_at`,
-      lastAt: sql<string | null>`s.last_at`,
-    })
-    .from(conversations)
-    .innerJoinLateral(
-      sql`(select count(*)::int as message_count,
+  return (
+    db
+      .select({
+        id: conversations.id,
+        createdAt: conversations.createdAt,
+        messageCount: sql<number>`s.message_count`,
+        firstAt: sql<string | null>`s.first_at`,
+        lastAt: sql<string | null>`s.last_at`,
+      })
+      .from(conversations)
+      // Literal, table-qualified SQL: see the note on unqualified columns in tenants/service.ts.
+      .innerJoinLateral(
+        sql`(select count(*)::int as message_count,
               to_char(min(m.created_at) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as first_at,
               to_char(max(m.created_at) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as last_at
-           from ${messages} m
-           where m.tenant_id = ${conversations.tenantId} and m.conversation_id = ${conversations.id}
+           from messages m
+           where m.tenant_id = "conversations"."tenant_id" and m.conversation_id = "conversations"."id"
            ${archivedFilter}) s`,
-      sql`true`,
-    )
-    .where(eq(conversations.tenantId, tenantId))
-    .$dynamic();
+        sql`true`,
+      )
+      .where(eq(conversations.tenantId, tenantId))
+      .$dynamic()
+  );
 }
 
 type SummaryRow = Awaited<ReturnType<ReturnType<typeof summaryQuery>['execute']>>[number];

@@ -48,11 +48,15 @@ export async function createTenant(db: Database, name: string) {
   };
 }
 
-/** The current (non-expiring) key prefix of the tenant, as a correlated subquery. */
+/**
+ * The current (non-expiring) key prefix of the tenant. Written as literal SQL: drizzle leaves
+ * column names unqualified in a single-table select, which inside a subquery would bind to the
+ * inner table.
+ */
 const currentPrefix = sql<string | null>`(
-  select ${apiKeys.keyPrefix} from ${apiKeys}
-  where ${apiKeys.tenantId} = ${tenants.id} and ${apiKeys.expiresAt} is null
-  order by ${apiKeys.createdAt} desc limit 1)`;
+  select k.key_prefix from api_keys k
+  where k.tenant_id = "tenants"."id" and k.expires_at is null
+  order by k.created_at desc limit 1)`;
 
 export async function getTenant(db: Database, id: string): Promise<TenantView> {
   const [row] = await db
