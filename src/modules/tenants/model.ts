@@ -1,3 +1,4 @@
+import { Type as T } from '@sinclair/typebox';
 import { t } from 'elysia';
 import { Cursor, PageLimit, Timestamp, Uuid } from '../../lib/schemas';
 
@@ -30,11 +31,16 @@ export const UpdateTenant = t.Object(
   { additionalProperties: false, minProperties: 1 },
 );
 
-export const RotateKey = t.Optional(
+/**
+ * The body is optional. Spelled as a union with undefined, and with TypeBox's own Integer:
+ * Elysia skips validation of a `t.Optional` body and its `t.Integer` accepts numeric strings,
+ * and wrong types must be refused, not coerced.
+ */
+export const RotateKey = t.Union([
   t.Object(
     {
       grace_seconds: t.Optional(
-        t.Integer({
+        T.Integer({
           minimum: 0,
           maximum: MAX_GRACE_SECONDS,
           description: 'How long the previous key keeps working (default 0: revoked at once)',
@@ -43,7 +49,8 @@ export const RotateKey = t.Optional(
     },
     { additionalProperties: false },
   ),
-);
+  t.Undefined(),
+]);
 
 export const RotatedKey = t.Object({
   api_key: t.String({ description: 'Shown once; only its hash is stored' }),

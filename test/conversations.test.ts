@@ -1,0 +1,98 @@
+import { describe, expect, test } from 'bun:test';
+import { sql } from 'drizzle-orm';
+import { rowsOf } from '../src/db/migrate';
+import { sharedApp } from './support/app';
+
+const t = await sharedApp();
+
+const post = (key: string, conversation_id: string, created_at?: string) =>
+  t.call('POST', '/v1/messages', {
+    key,
+    body: { conversation_id, role: 'user', content: 'x', ...(created_at ? { created_at } : {}) },
+  });
+
+describe('conversation summaries', () => {
+  test('count messages and give first and last times', async () => {
+    const { api_key } = await t.tenant();
+    await post(api_key, 'one', '2024-01-01T00:00:00.000Z');
+    await post(api_key, 'one', '2024-01-03T00:00:00.000Z');
+    await post(api_key, 'one', '2024-01-02T00:00:00.000Z');
+    await post(api_key, 'two');
+    const res = await t.call('GET', '/v1/conversations', { key: api_key });
+    expect(res.status).toBe(200);
+    expect(res.json.conversations.map((c: { id: string }) => c.id)).toEqual(['one', 'two']);
+    expect(res.json.conversations[0]).toMatchObject({
+      id: 'one',
+      message_count: 3,
+      first_message_at: '2024-01-01T00:00:00.000Z',
+      last_message_at: '2024-01-03T00:00:00.000Z',
+    });
+    const one = await t.call('GET', '/v1/conversations/one', { key: api_key });
+    expect(one.json).toEqual(res.json.conversations[0]);
+  });
+
+  test('stay exact when many clients write to one conversation at once', async () => {
+    const { api_key } = await t.tenant();
+    const results = await Promise.all(Array.from({ length: 64 }, () => post(api_key, 'hot')));
+    expect(results.every((r) => r.status === 201)).toBe(true);
+    const res = await t.call('GET', '/v1/conversations/hot', { key: api_key });
+    expect(res.json.message_count).toBe(64);
+  });
+
+  test('page in creation order, both directions, without repeats', async () => {
+    const { api_key } = await t.tenant();
+    for (let i = 0; i < 7; i++) await post(api_key, `c${i}`);
+    const ids: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const q: string = cursor ? `&cursor=${encodeURIComponent(cursor)}` : '';
+      const res = await t.call('GET', `/v1/conversations?limit=3${q}`, { key: api_key });
+      ids.push(...res.json.conversations.map((c: { id: string }) => c.id));
+      cursor = res.json.next_cursor;
+    } while (cursor);
+    expect(ids).toEqual(['c0', 'c1', 'c2', 'c3', 'c4', 'c5', 'c6']);
+    const desc = await t.call('GET', '/v1/conversations?order=desc&limit=200', { key: api_key });
+    expect(desc.json.conversations.map((c: { id: string }) => c.id)).toEqual([...ids].reverse());
+  });
+
+  test('listing uses the conversation index, not a scan of the tenant’s messages', async () => {
+    const { id } = await t.tenant();
+    const plan = rowsOf<{ 'QUERY PLAN': string }>(
+      await t.db.execute(sql`explain
+        select c.id, s.* from conversations c cross join lateral (
+          select count(*) from messages m
+          where m.tenant_id = c.tenant_id and m.conversation_id = c.id and m.archived = false) s
+        where c.tenant_id = ${id} order by c.created_at, c.id limit 51`),
+    )
+      .map((r) => r['QUERY PLAN'])
+      .join('\n');
+    expect(plan).not.toContain('Seq Scan on messages');
+  });
+});
+
+describe('deleting a conversation', () => {
+  test('removes it and all its messages, and nothing else', async () => {
+    const { api_key } = await t.tenant();
+    const kept = await post(api_key, 'keep');
+    const gone = await post(api_key, 'gone');
+    await post(api_key, 'gone');
+    const del = await t.call('DELETE', '/v1/conversations/gone', { key: api_key });
+    expect(del.status).toBe(204);
+    expect((await t.call('GET', `/v1/messages/${gone.json.id}`, { key: api_key })).status).toBe(
+      404,
+    );
+    expect((await t.call('GET', `/v1/messages/${kept.json.id}`, { key: api_key })).status).toBe(
+      200,
+    );
+    expect((await t.call('GET', '/v1/conversations/gone', { key: api_key })).status).toBe(404);
+    expect((await t.call('DELETE', '/v1/conversations/gone', { key: api_key })).status).toBe(404);
+    const list = await t.call('GET', '/v1/messages?conversation_id=gone', { key: api_key });
+    expect(list.json.messages).toEqual([]);
+  });
+
+  test('rejects an invalid conversation id with 422', async () => {
+    const { api_key } = await t.tenant();
+    const res = await t.call('DELETE', `/v1/conversations/${'a'.repeat(129)}`, { key: api_key });
+    expect(res.status).toBe(422);
+  });
+});
