@@ -87,6 +87,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   };
 }
 
+/** Names of every variable the configuration reads. */
+export function configKeys(): string[] {
+  return Object.keys(ConfigSchema.properties);
+}
+
 /** `bytes` random bytes as base64url. */
 export function randomToken(bytes: number): string {
   return Buffer.from(crypto.getRandomValues(new Uint8Array(bytes))).toString('base64url');
