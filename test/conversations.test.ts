@@ -96,3 +96,24 @@ describe('deleting a conversation', () => {
     expect(res.status).toBe(422);
   });
 });
+
+describe('writing while the conversation is deleted', () => {
+  test('every write either lands in a live conversation or fails cleanly; none is orphaned', async () => {
+    const { api_key, id } = await t.tenant();
+    let running = true;
+    const deleter = (async () => {
+      while (running) {
+        await t.call('DELETE', '/v1/conversations/churn', { key: api_key });
+      }
+    })();
+    const results = await Promise.all(Array.from({ length: 60 }, () => post(api_key, 'churn')));
+    running = false;
+    await deleter;
+    expect(results.every((r) => r.status === 201 || r.status === 409)).toBe(true);
+    const orphans = rowsOf<{ n: number }>(
+      await t.db.execute(sql`select count(*)::int as n from messages m where m.tenant_id = ${id}
+        and not exists (select 1 from conversations c where c.tenant_id = m.tenant_id and c.id = m.conversation_id)`),
+    );
+    expect(orphans[0]!.n).toBe(0);
+  });
+});

@@ -61,3 +61,15 @@ export function mapDatabaseError(err: unknown): AppError | null {
   }
   return null;
 }
+
+/** The SQLSTATE (or driver code) of a database error, looking through drizzle's wrapping. */
+export function errorCodeOf(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as Error).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+  }
+  return undefined;
+}
+
+/** SQLSTATE of a foreign key violation. */
+export const FOREIGN_KEY_VIOLATION = '23503';

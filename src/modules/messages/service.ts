@@ -1,5 +1,6 @@
 import { and, asc, desc, eq, sql } from 'drizzle-orm';
 import { conversations, type MessageRole, type MessageRow, messages } from '../../db/schema';
+import { errorCodeOf, FOREIGN_KEY_VIOLATION } from '../../db/errors';
 import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
 import { notFound, validationFailed } from '../../lib/errors';
@@ -49,8 +50,10 @@ export function toMessageView(row: MessageRow): MessageView {
 }
 
 /**
- * Stores messages all or nothing, in one transaction. Each conversation row is inserted only if
- * absent, so concurrent writers to one conversation never queue on a row lock.
+ * Stores messages all or nothing in one statement (one round trip, one implicit transaction).
+ * Each conversation row is inserted only if absent, in a CTE, so concurrent writers to one
+ * conversation never queue on a row lock; the foreign key check at the end of the statement
+ * sees the rows the CTE inserted.
  */
 export async function createMessages(
   db: Database,
@@ -62,16 +65,35 @@ export async function createMessages(
     toRow(tenantId, input, now, inputs.length > 1 ? index : null),
   );
   const conversationIds = [...new Set(rows.map((r) => r.conversationId))];
-  const inserted = await db.transaction(async (tx) => {
-    await tx
-      .insert(conversations)
-      .values(conversationIds.map((id) => ({ tenantId, id, createdAt: new Date(now) })))
-      .onConflictDoNothing();
-    return tx.insert(messages).values(rows).returning();
-  });
+  let inserted: MessageRow[];
+  try {
+    inserted = await insertRows(db, tenantId, conversationIds, rows, now);
+  } catch (err) {
+    // The conversation was deleted between our insert-if-absent and the foreign key check:
+    // one retry recreates it, as if the write had come a moment later.
+    if (errorCodeOf(err) !== FOREIGN_KEY_VIOLATION) throw err;
+    inserted = await insertRows(db, tenantId, conversationIds, rows, now);
+  }
   // RETURNING gives no order guarantee; answer in the order the caller sent.
   const byId = new Map(inserted.map((r) => [r.id, r]));
   return rows.map((r) => toMessageView(byId.get(r.id)!));
+}
+
+function insertRows(
+  db: Database,
+  tenantId: string,
+  conversationIds: string[],
+  rows: ReturnType<typeof toRow>[],
+  now: number,
+) {
+  const ensureConversations = db.$with('ensure_conversations').as(
+    db
+      .insert(conversations)
+      .values(conversationIds.map((id) => ({ tenantId, id, createdAt: new Date(now) })))
+      .onConflictDoNothing()
+      .returning({ id: conversations.id }),
+  );
+  return db.with(ensureConversations).insert(messages).values(rows).returning();
 }
 
 function toRow(tenantId: string, input: MessageInput, now: number, index: number | null) {
