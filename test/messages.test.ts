@@ -155,6 +155,11 @@ describe('storing a batch', () => {
       expect(res.json.error.code).toBe('internal_error');
       expect(res.text).not.toContain('refused by test trigger');
       expect(await countMessages(id)).toBe(0);
+      // The unexpected failure is logged with its stack under the request id.
+      const logged = t.logs.lines.find(
+        (l) => l.msg === 'unhandled error' && l.request_id === res.json.error.request_id,
+      ) as { err?: { stack?: string } } | undefined;
+      expect(logged?.err?.stack).toContain('refused by test trigger');
     } finally {
       await t.db.execute(sql.raw(`drop trigger if exists test_refuse_marked on messages`));
     }
