@@ -1,19 +1,26 @@
 import { VERSION } from './version';
 
+/** What the command line asked for. */
 export type Command =
-  { kind: 'serve' } | { kind: 'migrate' } | { kind: 'version' } | { kind: 'help' };
+  | { kind: 'serve' }
+  | { kind: 'migrate' }
+  | { kind: 'healthcheck' }
+  | { kind: 'version' }
+  | { kind: 'help' };
 
 export const USAGE = `threadstore ${VERSION}: multi-tenant message store for chat and LLM applications
 
 Usage:
-  threadstore [serve]     migrate (unless MIGRATE_ON_START=false), then serve the HTTP API
-  threadstore migrate     apply pending database migrations and exit
-  threadstore --version   print the version
-  threadstore --help      print this help
+  threadstore [serve]      migrate (unless MIGRATE_ON_START=false), then serve the HTTP API
+  threadstore migrate      apply pending database migrations and exit
+  threadstore healthcheck  exit 0 if the server on PORT answers /livez (container probes)
+  threadstore --version    print the version
+  threadstore --help       print this help
 
 Configuration comes from the environment (see .env.example): PORT, HOST, DATABASE_URL
 (unset: embedded database under DATA_DIR), ADMIN_API_KEY, LOG_LEVEL, ...`;
 
+/** A command line that names no known command or flag; the entry point exits 2 on it. */
 export class UsageError extends Error {
   override name = 'UsageError';
 }
@@ -27,6 +34,8 @@ export function parseArgs(args: string[]): Command {
       return { kind: 'serve' };
     case 'migrate':
       return { kind: 'migrate' };
+    case 'healthcheck':
+      return { kind: 'healthcheck' };
     case '--version':
     case '-v':
     case 'version':
@@ -37,5 +46,26 @@ export function parseArgs(args: string[]): Command {
       return { kind: 'help' };
     default:
       throw new UsageError(`unknown command or flag: ${args[0]}`);
+  }
+}
+
+/** How long the health probe waits for an answer before calling the server unhealthy. */
+const HEALTHCHECK_TIMEOUT_MS = 3000;
+
+/**
+ * `threadstore healthcheck`: GETs /livez of the server this configuration describes and reports
+ * whether it answered 200. The binary probes itself because the runtime image has no curl.
+ */
+export async function healthcheck(port: number, host: string): Promise<boolean> {
+  // A wildcard bind is reachable on loopback; a specific address only on itself.
+  const target = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  const authority = target.includes(':') ? `[${target}]` : target;
+  try {
+    const res = await fetch(`http://${authority}:${port}/livez`, {
+      signal: AbortSignal.timeout(HEALTHCHECK_TIMEOUT_MS),
+    });
+    return res.status === 200;
+  } catch {
+    return false;
   }
 }

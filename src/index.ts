@@ -1,7 +1,6 @@
-import { USAGE, UsageError, parseArgs } from './cli';
+import { USAGE, UsageError, healthcheck, parseArgs } from './cli';
 import { ConfigError, loadConfig } from './config';
 import { createLogger } from './logger';
-import { migrateOnly, serve } from './server';
 import { VERSION } from './version';
 
 /** Exit code for command-line misuse, as in BSD sysexits' convention used by most CLIs. */
@@ -32,7 +31,15 @@ async function main(): Promise<void> {
     process.stderr.write(`threadstore: ${err.message}\n`);
     process.exit(1);
   }
+  if (command.kind === 'healthcheck') {
+    const healthy = await healthcheck(config.PORT, config.HOST);
+    if (!healthy) process.stderr.write(`threadstore: no healthy server on port ${config.PORT}\n`);
+    process.exit(healthy ? 0 : 1);
+  }
   const logger = createLogger(config.LOG_LEVEL);
+  // Loaded only here so --version, --help and the frequent container health probe skip
+  // evaluating the whole application.
+  const { migrateOnly, serve } = await import('./server');
   if (command.kind === 'migrate') {
     await migrateOnly(config, logger);
     process.exit(0);

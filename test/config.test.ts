@@ -67,6 +67,7 @@ describe('command line', () => {
     expect(parseArgs(['migrate'])).toEqual({ kind: 'migrate' });
     expect(parseArgs(['--version'])).toEqual({ kind: 'version' });
     expect(parseArgs(['--help'])).toEqual({ kind: 'help' });
+    expect(parseArgs(['healthcheck'])).toEqual({ kind: 'healthcheck' });
   });
 
   test('refuses unknown commands and flags', () => {

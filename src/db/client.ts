@@ -14,11 +14,11 @@ export async function openDatabase(config: Config, logger: Logger): Promise<Data
     const { openPglite } = await import('./pglite');
     return openPglite(config.DATA_DIR, logger);
   }
-  return openPostgres(config);
+  return openPostgres(config, config.DATABASE_URL);
 }
 
-function openPostgres(config: Config): DatabaseHandle {
-  const sql = postgres(config.DATABASE_URL!, {
+function openPostgres(config: Config, url: string): DatabaseHandle {
+  const sql = postgres(url, {
     max: config.DB_POOL_MAX,
     connect_timeout: config.DB_CONNECT_TIMEOUT_MS / 1000,
     idle_timeout: 60,
@@ -37,17 +37,22 @@ function openPostgres(config: Config): DatabaseHandle {
       await sql`select 1`;
     },
     async withAdvisoryLock(key, fn) {
-      // The lock is held by one reserved connection while the work runs on the pool.
-      const conn = await sql.reserve();
+      // A connection of its own rather than one reserved from the pool: with DB_POOL_MAX=1 the
+      // pool's only connection would hold the lock while the work waited for a free one, forever.
+      // It also escapes DB_STATEMENT_TIMEOUT_MS, which is meant for requests: neither waiting for
+      // another instance's migration nor a long migration should be cut off by it.
+      const conn = postgres(url, {
+        max: 1,
+        connect_timeout: config.DB_CONNECT_TIMEOUT_MS / 1000,
+        onnotice: () => {},
+        connection: { application_name: 'threadstore-lock' },
+      });
       try {
         await conn`select pg_advisory_lock(${key.toString()}::bigint)`;
-        try {
-          return await fn();
-        } finally {
-          await conn`select pg_advisory_unlock(${key.toString()}::bigint)`;
-        }
+        // Ending the session releases the lock, even when `fn` failed mid-transaction.
+        return await fn(drizzle(conn, { schema }) as unknown as Database);
       } finally {
-        conn.release();
+        await conn.end({ timeout: 5 });
       }
     },
     async close() {

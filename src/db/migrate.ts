@@ -22,9 +22,10 @@ interface DialectMigrator {
  * exactly once. Returns how many migrations were pending.
  */
 export async function migrate(handle: DatabaseHandle): Promise<number> {
-  return handle.withAdvisoryLock(MIGRATION_LOCK_KEY, async () => {
-    const pending = migrations.length - (await appliedCount(handle.db));
-    const { dialect, session } = handle.db as unknown as DialectMigrator;
+  return handle.withAdvisoryLock(MIGRATION_LOCK_KEY, async (db) => {
+    // Counted under the lock: an instance that waited for another one's migration finds none.
+    const pending = migrations.length - (await appliedCount(db));
+    const { dialect, session } = db as unknown as DialectMigrator;
     await dialect.migrate(migrations, session, {
       migrationsFolder: 'embedded',
       migrationsSchema: MIGRATIONS_SCHEMA,

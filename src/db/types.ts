@@ -10,7 +10,10 @@ export interface DatabaseHandle {
   db: Database;
   /** Resolves when the server answers a trivial query. */
   ping(): Promise<void>;
-  /** Runs `fn` while holding a session-level advisory lock, so only one process runs it at a time. */
-  withAdvisoryLock<T>(key: bigint, fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` while holding a session-level advisory lock, so only one process runs it at a time.
+   * `fn` must do its work through the `db` it is given: that is the connection holding the lock.
+   */
+  withAdvisoryLock<T>(key: bigint, fn: (db: Database) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }

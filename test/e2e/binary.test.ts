@@ -1,0 +1,382 @@
+// End-to-end tests of the compiled binary: built fresh, copied alone into an empty directory and
+// run from other empty directories, over real HTTP on 127.0.0.1, against the test PostgreSQL and
+// against the embedded database.
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import postgres from 'postgres';
+import pkg from '../../package.json' with { type: 'json' };
+import { createDatabase } from '../support/postgres';
+
+const ROOT = join(import.meta.dir, '..', '..');
+const ADMIN_KEY = 'e2e-admin-key-0123456789';
+/** Generous: the build takes 1 to 2 s and a fresh embedded database 4 to 8 s on a small machine. */
+const BUILD_TIMEOUT_MS = 120_000;
+const READY_TIMEOUT_MS = 30_000;
+const EMBEDDED_TEST_TIMEOUT_MS = 90_000;
+const MIGRATION_COUNT = (
+  JSON.parse(readFileSync(join(ROOT, 'drizzle', 'meta', '_journal.json'), 'utf8')) as {
+    entries: unknown[];
+  }
+).entries.length;
+
+const tempDirs: string[] = [];
+const running = new Set<Server>();
+let binary = '';
+
+function tempDir(label: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `threadstore-e2e-${label}-`));
+  tempDirs.push(dir);
+  return dir;
+}
+
+beforeAll(async () => {
+  const build = Bun.spawn([join(ROOT, 'node_modules', '.bin', 'bun'), 'run', 'build'], {
+    cwd: ROOT,
+    stdout: 'pipe',
+    stderr: 'pipe',
+  });
+  const [code, out, err] = await Promise.all([
+    build.exited,
+    new Response(build.stdout).text(),
+    new Response(build.stderr).text(),
+  ]);
+  if (code !== 0) throw new Error(`npm run build failed (exit ${code}):\n${out}\n${err}`);
+  // Alone in a directory of its own: nothing beside the binary can help it.
+  binary = join(tempDir('bin'), 'threadstore');
+  copyFileSync(join(ROOT, 'dist', 'threadstore'), binary);
+}, BUILD_TIMEOUT_MS);
+
+afterAll(async () => {
+  for (const server of running) server.proc.kill('SIGKILL');
+  await Promise.all([...running].map((s) => s.proc.exited));
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/** Only what is passed: the test runner's own DATABASE_URL or NODE_ENV must not leak in. */
+function envOf(vars: Record<string, string>): Record<string, string> {
+  return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOST: '127.0.0.1', ...vars };
+}
+
+/** Runs the binary to completion. */
+async function run(args: string[], vars: Record<string, string> = {}, cwd = tempDir('cwd')) {
+  const proc = Bun.spawn([binary, ...args], {
+    cwd,
+    env: envOf(vars),
+    stdout: 'pipe',
+    stderr: 'pipe',
+  });
+  const [code, stdout, stderr] = await Promise.all([
+    proc.exited,
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+  ]);
+  return { code, stdout, stderr };
+}
+
+/** A running `threadstore serve`, its output collected as it arrives. */
+class Server {
+  readonly proc: ReturnType<typeof spawnServer>;
+  stdout = '';
+  stderr = '';
+  port = 0;
+  /** Settles once both output streams have been read to their end. */
+  private readonly drained: Promise<unknown>;
+
+  constructor(vars: Record<string, string>, cwd: string) {
+    this.proc = spawnServer(vars, cwd);
+    running.add(this);
+    this.drained = Promise.all([
+      this.collect(this.proc.stdout, (s) => (this.stdout += s)),
+      this.collect(this.proc.stderr, (s) => (this.stderr += s)),
+    ]);
+    void this.proc.exited.then(() => running.delete(this));
+  }
+
+  private async collect(stream: ReadableStream<Uint8Array>, append: (s: string) => void) {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) append(decoder.decode(chunk, { stream: true }));
+  }
+
+  /** JSON log lines so far; throws on a line that is not JSON. */
+  logs(): Record<string, unknown>[] {
+    return this.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line));
+  }
+
+  /** Waits for the "listening" log line (PORT=0 lets the kernel pick a free port), then /readyz. */
+  async ready(): Promise<this> {
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    while (!this.port) {
+      const listening = this.stdout
+        .split('\n')
+        .filter((line) => line.includes('threadstore listening'))
+        .map((line) => JSON.parse(line) as { port: number })[0];
+      if (listening) this.port = listening.port;
+      else await this.tick(deadline);
+    }
+    while ((await fetch(this.url('/readyz')).catch(() => null))?.status !== 200) {
+      await this.tick(deadline);
+    }
+    return this;
+  }
+
+  private async tick(deadline: number): Promise<void> {
+    if (this.proc.exitCode !== null || Date.now() > deadline) {
+      throw new Error(
+        `server not ready (exit ${this.proc.exitCode}):\n${this.stdout}\n${this.stderr}`,
+      );
+    }
+    await Bun.sleep(25);
+  }
+
+  url(path: string): string {
+    return `http://127.0.0.1:${this.port}${path}`;
+  }
+
+  async call(method: string, path: string, key: string, body?: unknown) {
+    const res = await fetch(this.url(path), {
+      method,
+      headers: {
+        authorization: `Bearer ${key}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, headers: res.headers, json: (await res.json()) as any };
+  }
+
+  /** Waits (briefly) until stderr matches `pattern`: the two streams arrive independently. */
+  async stderrMatch(pattern: RegExp): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + 2000;
+    for (;;) {
+      const m = pattern.exec(this.stderr);
+      if (m) return m;
+      if (Date.now() > deadline)
+        throw new Error(`stderr never matched ${pattern}:\n${this.stderr}`);
+      await Bun.sleep(10);
+    }
+  }
+
+  /** SIGTERM, then the exit code once all output is in. */
+  async stop(): Promise<number> {
+    this.proc.kill('SIGTERM');
+    const code = await this.proc.exited;
+    await this.drained;
+    return code;
+  }
+}
+
+function spawnServer(vars: Record<string, string>, cwd: string) {
+  return Bun.spawn([binary, 'serve'], {
+    cwd,
+    env: envOf({ PORT: '0', ...vars }),
+    stdout: 'pipe',
+    stderr: 'pipe',
+  });
+}
+
+async function freshDatabase(): Promise<string> {
+  return createDatabase(process.env.TEST_DATABASE_URL!, `e2e_${crypto.randomUUID().slice(0, 8)}`);
+}
+
+async function appliedMigrations(url: string): Promise<number> {
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    const [row] = await sql<{ n: number }[]>`
+      select count(*)::int as n from drizzle.__drizzle_migrations`;
+    return row!.n;
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+/** A tenant and one message in it, through the admin key; returns what a later check needs. */
+async function tenantWithMessage(server: Server, adminKey: string) {
+  const tenant = await server.call('POST', '/v1/admin/tenants', adminKey, { name: 'e2e' });
+  expect(tenant.status).toBe(201);
+  const created = await server.call('POST', '/v1/messages', tenant.json.api_key, {
+    conversation_id: 'e2e-conv',
+    role: 'user',
+    content: 'survives restarts',
+  });
+  expect(created.status).toBe(201);
+  return { apiKey: tenant.json.api_key as string, messageId: created.json.id as string };
+}
+
+describe('command line', () => {
+  test('--version prints the package version', async () => {
+    const res = await run(['--version']);
+    expect(res).toMatchObject({ code: 0, stdout: `${pkg.version}\n` });
+  });
+
+  test('--help prints the usage and exits 0', async () => {
+    const res = await run(['--help']);
+    expect(res.code).toBe(0);
+    expect(res.stdout).toContain('Usage:');
+  });
+
+  test('an unknown command or flag prints the usage on stderr and exits 2', async () => {
+    for (const arg of ['bogus', '--nope']) {
+      const res = await run([arg]);
+      expect(res.code).toBe(2);
+      expect(res.stdout).toBe('');
+      expect(res.stderr).toContain(arg);
+      expect(res.stderr).toContain('Usage:');
+    }
+  });
+
+  test('refuses to start in production without ADMIN_API_KEY', async () => {
+    const res = await run(['serve'], { NODE_ENV: 'production' });
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain('ADMIN_API_KEY: required when NODE_ENV=production');
+  });
+
+  test('names the variable of an invalid configuration', async () => {
+    const res = await run(['serve'], { PORT: 'abc' });
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain('Invalid configuration');
+    expect(res.stderr).toMatch(/PORT: .*"abc"/);
+  });
+
+  test('healthcheck fails when nothing answers', async () => {
+    // Port 1 is privileged and unused here: the connection is refused at once.
+    const res = await run(['healthcheck'], { PORT: '1' });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain('no healthy server');
+  });
+});
+
+describe('against PostgreSQL', () => {
+  test('migrate applies the embedded migrations from scratch, then finds none pending', async () => {
+    const url = await freshDatabase();
+    const first = await run(['migrate'], { DATABASE_URL: url });
+    expect(first.code).toBe(0);
+    expect(first.stdout).toContain('"applied":' + MIGRATION_COUNT);
+    const again = await run(['migrate'], { DATABASE_URL: url });
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain('"applied":0');
+    expect(await appliedMigrations(url)).toBe(MIGRATION_COUNT);
+  });
+
+  describe('two instances started at once on a fresh database', () => {
+    let url = '';
+    let servers: Server[] = [];
+
+    beforeAll(async () => {
+      url = await freshDatabase();
+      const vars = { DATABASE_URL: url, ADMIN_API_KEY: ADMIN_KEY };
+      servers = [new Server(vars, tempDir('pg-a')), new Server(vars, tempDir('pg-b'))];
+      await Promise.all(servers.map((s) => s.ready()));
+    }, READY_TIMEOUT_MS);
+
+    test('both become ready and the migrations ran exactly once', async () => {
+      expect(await appliedMigrations(url)).toBe(MIGRATION_COUNT);
+      const applied = servers.flatMap((s) =>
+        s.logs().filter((l) => l.msg === 'migrations up to date'),
+      );
+      const counts = applied.map((l) => Number(l.applied)).sort((x, y) => x - y);
+      expect(counts).toEqual([0, MIGRATION_COUNT]);
+    });
+
+    test('a message written through one instance is read back through the other', async () => {
+      const [a, b] = servers as [Server, Server];
+      const { apiKey, messageId } = await tenantWithMessage(a, ADMIN_KEY);
+      const got = await b.call('GET', `/v1/messages/${messageId}`, apiKey);
+      expect(got.status).toBe(200);
+      expect(got.json).toMatchObject({ conversation_id: 'e2e-conv', content: 'survives restarts' });
+      const list = await b.call('GET', '/v1/messages?conversation_id=e2e-conv', apiKey);
+      expect(list.json.messages.map((m: { id: string }) => m.id)).toEqual([messageId]);
+    });
+
+    test('logs JSON lines with request ids on stdout, and no generated key', async () => {
+      const [a] = servers as [Server];
+      const res = await fetch(a.url('/livez'), { headers: { 'x-request-id': 'e2e-log-1' } });
+      expect(res.status).toBe(200);
+      await Bun.sleep(20);
+      const line = a.logs().find((l) => l.request_id === 'e2e-log-1');
+      expect(line).toMatchObject({ level: 'info', route: '/livez', status: 200 });
+      expect(
+        a
+          .logs()
+          .filter((l) => l.msg === 'request')
+          .every((l) => l.request_id),
+      ).toBe(true);
+      for (const s of servers) expect(s.stderr).not.toContain('ADMIN_API_KEY');
+    });
+
+    test('healthcheck succeeds against a running server', async () => {
+      const res = await run(['healthcheck'], { PORT: String(servers[0]!.port) });
+      expect(res).toMatchObject({ code: 0, stderr: '' });
+    });
+
+    test('SIGTERM stops both with exit code 0', async () => {
+      expect(await Promise.all(servers.map((s) => s.stop()))).toEqual([0, 0]);
+      expect(servers[0]!.logs().at(-1)).toMatchObject({ msg: 'stopped' });
+    });
+  });
+});
+
+describe('with the embedded database', () => {
+  // Filled by the first test, reused by the second: a fresh embedded database costs seconds.
+  let firstCwd = '';
+  let saved: { apiKey: string; messageId: string } | undefined;
+
+  /** The admin key a development server generated and printed once on stderr. */
+  async function generatedKey(server: Server): Promise<string> {
+    const key = (await server.stderrMatch(/ADMIN_API_KEY=(\S+)\n/))[1]!;
+    expect(server.stderr.split('ADMIN_API_KEY=').length).toBe(2);
+    return key;
+  }
+
+  test(
+    'creates ./data under the working directory and keeps data across a restart',
+    async () => {
+      firstCwd = tempDir('embedded');
+      const first = await new Server({}, firstCwd).ready();
+      saved = await tenantWithMessage(first, await generatedKey(first));
+      expect(first.logs().find((l) => l.msg === 'threadstore listening')).toMatchObject({
+        database: 'pglite',
+      });
+      expect(await first.stop()).toBe(0);
+      expect(existsSync(join(firstCwd, 'data', 'PG_VERSION'))).toBe(true);
+      // Released on a clean stop, so the next start does not have to judge a stale lock.
+      expect(existsSync(join(firstCwd, 'data', 'threadstore.pid'))).toBe(false);
+
+      const second = await new Server({}, firstCwd).ready();
+      const adminKey = await generatedKey(second);
+      const got = await second.call('GET', `/v1/messages/${saved.messageId}`, saved.apiKey);
+      expect(got.status).toBe(200);
+      expect(got.json.content).toBe('survives restarts');
+      const tenants = await second.call('GET', '/v1/admin/tenants', adminKey);
+      expect(tenants.status).toBe(200);
+      expect(await second.stop()).toBe(0);
+    },
+    EMBEDDED_TEST_TIMEOUT_MS,
+  );
+
+  test(
+    'uses DATA_DIR when set, and refuses a second process on the same directory',
+    async () => {
+      if (!saved) throw new Error('needs the data directory of the previous test');
+      const dataDir = join(tempDir('datadir'), 'db');
+      cpSync(join(firstCwd, 'data'), dataDir, { recursive: true });
+      const cwd = tempDir('embedded-cwd');
+      const vars = { DATA_DIR: dataDir, ADMIN_API_KEY: ADMIN_KEY };
+      const server = await new Server(vars, cwd).ready();
+      expect(server.stderr).not.toContain('ADMIN_API_KEY');
+      const got = await server.call('GET', `/v1/messages/${saved.messageId}`, saved.apiKey);
+      expect(got.status).toBe(200);
+      expect(existsSync(join(cwd, 'data'))).toBe(false);
+
+      const second = await run(['migrate'], vars);
+      expect(second.code).toBe(1);
+      expect(second.stderr).toContain(`is in use by process ${server.proc.pid}`);
+      expect(await server.stop()).toBe(0);
+    },
+    EMBEDDED_TEST_TIMEOUT_MS,
+  );
+});

@@ -1,0 +1,131 @@
+// The embedded database (no DATABASE_URL) in process: PGlite under a temporary DATA_DIR, migrated
+// from scratch, behind the same app as PostgreSQL. One instance for the whole file: creating one
+// costs seconds.
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createApp } from '../src/app';
+import { loadConfig } from '../src/config';
+import { openDatabase } from '../src/db/client';
+import { migrate } from '../src/db/migrate';
+import type { DatabaseHandle } from '../src/db/types';
+import { createDeps } from '../src/deps';
+import { createLogger } from '../src/logger';
+
+const ADMIN_KEY = 'pglite-admin-key-0123456789';
+/** A fresh PGlite takes 4 to 8 s here; leave room for a slower machine. */
+const OPEN_TIMEOUT_MS = 60_000;
+const MIGRATION_COUNT = (
+  JSON.parse(readFileSync(join(import.meta.dir, '..', 'drizzle', 'meta', '_journal.json'), 'utf8'))
+    .entries as unknown[]
+).length;
+
+const dataDir = join(mkdtempSync(join(tmpdir(), 'threadstore-pglite-')), 'data');
+const config = loadConfig({ DATA_DIR: dataDir, ADMIN_API_KEY: ADMIN_KEY, LOG_LEVEL: 'silent' });
+const logger = createLogger('silent');
+let database: DatabaseHandle;
+let app: ReturnType<typeof createApp>;
+let firstMigration = -1;
+
+beforeAll(async () => {
+  database = await openDatabase(config, logger);
+  firstMigration = await migrate(database);
+  app = createApp(createDeps(config, logger, database));
+}, OPEN_TIMEOUT_MS);
+
+afterAll(async () => {
+  await database?.close();
+  rmSync(join(dataDir, '..'), { recursive: true, force: true });
+});
+
+async function call(method: string, path: string, key: string | null, body?: unknown) {
+  const headers: Record<string, string> = {};
+  if (key) headers.authorization = `Bearer ${key}`;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await app.handle(
+    new Request(`http://localhost${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    }),
+  );
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : undefined };
+}
+
+async function tenant(): Promise<string> {
+  const res = await call('POST', '/v1/admin/tenants', ADMIN_KEY, { name: 'embedded' });
+  expect(res.status).toBe(201);
+  return res.json.api_key;
+}
+
+describe('the embedded database', () => {
+  test('is what an unset DATABASE_URL opens, migrated from scratch and then up to date', async () => {
+    expect(config.DATABASE_URL).toBeUndefined();
+    expect(database.kind).toBe('pglite');
+    expect(firstMigration).toBe(MIGRATION_COUNT);
+    expect(await migrate(database)).toBe(0);
+    expect(existsSync(join(dataDir, 'PG_VERSION'))).toBe(true);
+  });
+
+  test('answers the readiness probe', async () => {
+    const res = await call('GET', '/readyz', null);
+    expect(res).toEqual({ status: 200, json: { status: 'ready' } });
+  });
+
+  test('stores, lists and summarises messages like PostgreSQL', async () => {
+    const key = await tenant();
+    const created: { id: string }[] = [];
+    for (const [conversation_id, content] of [
+      ['alpha', 'first'],
+      ['alpha', 'second'],
+      ['beta', 'third'],
+    ]) {
+      const res = await call('POST', '/v1/messages', key, {
+        conversation_id,
+        role: 'user',
+        content,
+      });
+      expect(res.status).toBe(201);
+      created.push(res.json);
+    }
+    const got = await call('GET', `/v1/messages/${created[0]!.id}`, key);
+    expect(got).toEqual({ status: 200, json: created[0] });
+
+    const list = await call('GET', '/v1/messages?conversation_id=alpha', key);
+    expect(list.status).toBe(200);
+    expect(list.json.messages.map((m: { content: string }) => m.content)).toEqual([
+      'first',
+      'second',
+    ]);
+
+    const conversations = await call('GET', '/v1/conversations', key);
+    expect(conversations.status).toBe(200);
+    expect(
+      conversations.json.conversations.map((c: { id: string; message_count: number }) => [
+        c.id,
+        c.message_count,
+      ]),
+    ).toEqual([
+      ['alpha', 2],
+      ['beta', 1],
+    ]);
+  });
+
+  test('keeps tenants apart', async () => {
+    const [a, b] = [await tenant(), await tenant()];
+    const created = await call('POST', '/v1/messages', a, {
+      conversation_id: 'private',
+      role: 'user',
+      content: 'only for a',
+    });
+    expect((await call('GET', `/v1/messages/${created.json.id}`, b)).status).toBe(404);
+    const list = await call('GET', '/v1/messages?conversation_id=private', b);
+    expect(list.json.messages).toEqual([]);
+  });
+
+  test('cannot be opened twice at once: two writers would corrupt it', async () => {
+    await expect(openDatabase(config, logger)).rejects.toThrow(/already open/);
+  });
+});
