@@ -1,5 +1,13 @@
 import { t } from 'elysia';
-import { Cursor, Order, PageLimit, QueryBoolean, Timestamp, Uuid } from '../../lib/schemas';
+import {
+  UuidOut,
+  Cursor,
+  Order,
+  PageLimit,
+  QueryBoolean,
+  Timestamp,
+  Uuid,
+} from '../../lib/schemas';
 
 /** Limits of stored messages; the schemas and the service both read them from here. */
 export const MESSAGE_LIMITS = {
@@ -67,7 +75,7 @@ export function messageModels(maxContentChars: number) {
   );
 
   const Message = t.Object({
-    id: Uuid,
+    id: UuidOut,
     conversation_id: t.String(),
     role: Role,
     content: t.String(),

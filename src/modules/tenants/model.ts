@@ -1,6 +1,6 @@
 import { Type as T } from '@sinclair/typebox';
 import { t } from 'elysia';
-import { Cursor, PageLimit, Timestamp, Uuid } from '../../lib/schemas';
+import { UuidOut, Cursor, PageLimit, Timestamp } from '../../lib/schemas';
 
 /** Longest grace period a rotated key may keep working: one week. */
 export const MAX_GRACE_SECONDS = 7 * 24 * 3600;
@@ -8,7 +8,7 @@ export const MAX_GRACE_SECONDS = 7 * 24 * 3600;
 const TenantName = t.String({ minLength: 1, maxLength: 200, description: 'Display name' });
 
 export const Tenant = t.Object({
-  id: Uuid,
+  id: UuidOut,
   name: t.String(),
   disabled: t.Boolean(),
   api_key_prefix: t.Nullable(t.String({ description: 'First characters of the current key' })),
@@ -19,7 +19,7 @@ export const Tenant = t.Object({
 export const CreateTenant = t.Object({ name: TenantName }, { additionalProperties: false });
 
 export const CreatedTenant = t.Object({
-  id: Uuid,
+  id: UuidOut,
   name: t.String(),
   api_key: t.String({ description: 'Shown once; only its hash is stored' }),
   api_key_prefix: t.String(),
