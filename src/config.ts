@@ -13,8 +13,17 @@ const ConfigSchema = T.Object({
   DB_POOL_MAX: T.Integer({ minimum: 1, maximum: 1000, default: 10 }),
   /** How long to wait for a new PostgreSQL connection before answering 503. */
   DB_CONNECT_TIMEOUT_MS: T.Integer({ minimum: 100, default: 3000 }),
-  /** Server-side statement timeout for every query, so no request holds a connection forever. */
-  DB_STATEMENT_TIMEOUT_MS: T.Integer({ minimum: 0, default: 15000 }),
+  /**
+   * Server-side statement timeout of request queries, so a slow query cannot pin a pooled
+   * connection; defaults to REQUEST_TIMEOUT_MS (0 disables it).
+   */
+  DB_STATEMENT_TIMEOUT_MS: T.Optional(T.Integer({ minimum: 0 })),
+  /** How long a request waits for a pooled connection before it gets 503 database_busy. */
+  DB_POOL_ACQUIRE_TIMEOUT_MS: T.Integer({ minimum: 1, default: 5000 }),
+  /** A request running longer than this gets 503 request_timeout. */
+  REQUEST_TIMEOUT_MS: T.Integer({ minimum: 100, maximum: 600_000, default: 10_000 }),
+  /** How long in-flight requests get to finish after SIGTERM/SIGINT before the process exits. */
+  SHUTDOWN_TIMEOUT_MS: T.Integer({ minimum: 0, default: 15_000 }),
   /** Directory of the embedded database (only used without DATABASE_URL). */
   DATA_DIR: T.String({ minLength: 1, default: './data' }),
   /** Bearer key for /v1/admin routes; generated per run when unset outside production. */
@@ -36,9 +45,31 @@ const ConfigSchema = T.Object({
   MAX_CONTENT_CHARS: T.Integer({ minimum: 1, maximum: 1_000_000, default: 32_000 }),
   /** How long a resolved API key is cached in process before it is looked up again. */
   AUTH_CACHE_TTL_MS: T.Integer({ minimum: 0, default: 5000 }),
+  /**
+   * Which X-Forwarded-For entries to believe: unset/false (none: the socket address is the
+   * client), a number of proxy hops, or a comma-separated list of proxy addresses.
+   */
+  TRUST_PROXY: T.String({ default: 'false', pattern: '^[0-9A-Fa-f.:, ]*$|^(true|false)$' }),
+  /** Writes (POST/PATCH/DELETE under /v1) per tenant, or per client IP without a valid key, per window. */
+  RATE_LIMIT_WRITE_PER_MINUTE: T.Integer({ minimum: 1, default: 100 }),
+  /** Reads and searches per tenant, or per client IP without a valid key, per window. */
+  RATE_LIMIT_READ_PER_MINUTE: T.Integer({ minimum: 1, default: 1000 }),
+  /** Admin routes and probes per client IP per window, apart from tenant traffic. */
+  RATE_LIMIT_ADMIN_PER_MINUTE: T.Integer({ minimum: 1, default: 600 }),
+  /** Length of a rate-limit window; it starts at a key's first request. */
+  RATE_LIMIT_WINDOW_MS: T.Integer({ minimum: 1000, default: 60_000 }),
+  /** Comma-separated exact origins allowed cross-origin (empty: no cross-origin access). */
+  CORS_ORIGINS: T.String({ default: '' }),
+  /** How long browsers may cache a preflight answer, in seconds. */
+  CORS_MAX_AGE: T.Integer({ minimum: 0, default: 600 }),
+  /** How long an Idempotency-Key is remembered per tenant, in seconds. */
+  IDEMPOTENCY_TTL_SECONDS: T.Integer({ minimum: 1, default: 86_400 }),
+  /** Bearer token required by GET /metrics when set. */
+  METRICS_TOKEN: T.Optional(T.String({ minLength: 16 })),
 });
 
-export type Config = Static<typeof ConfigSchema> & {
+export type Config = Omit<Static<typeof ConfigSchema>, 'DB_STATEMENT_TIMEOUT_MS'> & {
+  DB_STATEMENT_TIMEOUT_MS: number;
   /** True when ADMIN_API_KEY was generated for this run rather than configured. */
   adminKeyGenerated: boolean;
   ADMIN_API_KEY: string;
@@ -81,6 +112,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     new Bun.CryptoHasher('sha256', adminKey).update('threadstore-cursor').digest('base64url');
   return {
     ...parsed,
+    DB_STATEMENT_TIMEOUT_MS: parsed.DB_STATEMENT_TIMEOUT_MS ?? parsed.REQUEST_TIMEOUT_MS,
     ADMIN_API_KEY: adminKey,
     CURSOR_SECRET: cursorSecret,
     adminKeyGenerated,

@@ -2,6 +2,7 @@ import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
+import { gatedClient, PoolGate } from './pool-gate';
 import * as schema from './schema';
 import type { Database, DatabaseHandle } from './types';
 
@@ -29,13 +30,16 @@ function openPostgres(config: Config, url: string): DatabaseHandle {
       statement_timeout: config.DB_STATEMENT_TIMEOUT_MS,
     },
   });
-  const db = drizzle(sql, { schema }) as unknown as Database;
+  const gate = new PoolGate(config.DB_POOL_MAX, config.DB_POOL_ACQUIRE_TIMEOUT_MS);
+  const gated = gatedClient(sql, gate);
+  const db = drizzle(gated, { schema }) as unknown as Database;
   return {
     kind: 'postgres',
     db,
     async ping() {
-      await sql`select 1`;
+      await gated.unsafe('select 1');
     },
+    poolStats: () => gate.stats(),
     async withAdvisoryLock(key, fn) {
       // A connection of its own rather than one reserved from the pool: with DB_POOL_MAX=1 the
       // pool's only connection would hold the lock while the work waited for a free one, forever.

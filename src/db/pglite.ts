@@ -53,6 +53,8 @@ export async function openPglite(dataDir: string, logger: Logger): Promise<Datab
     },
     // PGlite is one connection owned by this process (the data directory lock sees to that).
     withAdvisoryLock: (_key, fn) => fn(db),
+    // PGlite serialises queries itself over its one connection.
+    poolStats: () => ({ max: 1, inUse: 0, waiting: 0 }),
     async close() {
       try {
         await client.close();

@@ -1,4 +1,5 @@
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import type { PoolStats } from './pool-gate';
 import type * as schema from './schema';
 
 /** Drizzle database over either driver (postgres.js or PGlite); services take this. */
@@ -15,5 +16,7 @@ export interface DatabaseHandle {
    * `fn` must do its work through the `db` it is given: that is the connection holding the lock.
    */
   withAdvisoryLock<T>(key: bigint, fn: (db: Database) => Promise<T>): Promise<T>;
+  /** Connections in use and requests waiting for one (the embedded database has one). */
+  poolStats(): PoolStats;
   close(): Promise<void>;
 }

@@ -13,6 +13,10 @@ export type ErrorCode =
   | 'database_unavailable'
   | 'database_timeout'
   | 'not_ready'
+  | 'database_busy'
+  | 'rate_limited'
+  | 'request_timeout'
+  | 'idempotency_conflict'
   | 'internal_error';
 
 /** The one error type handlers throw; the error plugin turns it into the one error body. */
