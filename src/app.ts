@@ -19,7 +19,7 @@ export function createApp(deps: AppDeps) {
   })
     .use(requestId)
     .use(errors(deps.logger))
-    .use(requestLog(deps.logger))
+    .use(requestLog(deps.logger, deps.metrics))
     .use(jsonBody(deps.config.MAX_BODY_BYTES))
     .use(
       openapi({
