@@ -5,45 +5,53 @@ import { conversationsModule } from './modules/conversations';
 import { healthModule } from './modules/health';
 import { messagesModule } from './modules/messages';
 import { tenantsModule } from './modules/tenants';
+import { cors, parseOrigins } from './plugins/cors';
 import { errors } from './plugins/errors';
 import { jsonBody } from './plugins/json-body';
+import { rateLimit } from './plugins/rate-limit';
 import { requestId } from './plugins/request-id';
 import { requestLog } from './plugins/request-log';
 import { VERSION } from './version';
 
 /** Builds the HTTP application: cross-cutting plugins first, then the modules under /v1. */
 export function createApp(deps: AppDeps) {
-  return new Elysia({
-    // Validate what was sent; never repair it (normalisation turned "s" into {"0":"s"}).
-    normalize: false,
-  })
-    .use(requestId)
-    .use(errors(deps.logger))
-    .use(requestLog(deps.logger, deps.metrics))
-    .use(jsonBody(deps.config.MAX_BODY_BYTES))
-    .use(
-      openapi({
-        path: '/docs',
-        specPath: '/openapi.json',
-        documentation: {
-          info: {
-            title: 'threadstore',
-            version: VERSION,
-            description: 'Multi-tenant message store for chat and LLM applications',
-          },
-          components: {
-            securitySchemes: {
-              tenantKey: { type: 'http', scheme: 'bearer', description: 'Tenant API key (ts_…)' },
-              adminKey: { type: 'http', scheme: 'bearer', description: 'ADMIN_API_KEY' },
+  return (
+    new Elysia({
+      // Validate what was sent; never repair it (normalisation turned "s" into {"0":"s"}).
+      normalize: false,
+    })
+      // Order matters: request ids first (every later error carries one), CORS before the rate
+      // limiter (it answers preflights, which are never counted), the limiter before parsing.
+      .use(requestId)
+      .use(cors(parseOrigins(deps.config.CORS_ORIGINS), deps.config.CORS_MAX_AGE))
+      .use(rateLimit(deps))
+      .use(errors(deps.logger))
+      .use(requestLog(deps.logger, deps.metrics))
+      .use(jsonBody(deps.config.MAX_BODY_BYTES))
+      .use(
+        openapi({
+          path: '/docs',
+          specPath: '/openapi.json',
+          documentation: {
+            info: {
+              title: 'threadstore',
+              version: VERSION,
+              description: 'Multi-tenant message store for chat and LLM applications',
+            },
+            components: {
+              securitySchemes: {
+                tenantKey: { type: 'http', scheme: 'bearer', description: 'Tenant API key (ts_…)' },
+                adminKey: { type: 'http', scheme: 'bearer', description: 'ADMIN_API_KEY' },
+              },
             },
           },
-        },
-      }),
-    )
-    .use(healthModule(deps))
-    .group('/v1', (v1) =>
-      v1.use(tenantsModule(deps)).use(messagesModule(deps)).use(conversationsModule(deps)),
-    );
+        }),
+      )
+      .use(healthModule(deps))
+      .group('/v1', (v1) =>
+        v1.use(tenantsModule(deps)).use(messagesModule(deps)).use(conversationsModule(deps)),
+      )
+  );
 }
 
 export type App = ReturnType<typeof createApp>;

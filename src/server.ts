@@ -2,14 +2,15 @@ import { createApp } from './app';
 import type { Config } from './config';
 import { openDatabase } from './db/client';
 import { migrate } from './db/migrate';
-import { createDeps } from './deps';
+import { type AppDeps, createDeps } from './deps';
 import type { Logger } from './logger';
+import { createFetchHandler } from './transport';
 import { VERSION } from './version';
 
-/** Bun's default idle timeout (10 s) would cut off slow but healthy requests. */
-const IDLE_TIMEOUT_SECONDS = 60;
-/** How long in-flight requests get to finish after SIGTERM before the process exits anyway. */
-const SHUTDOWN_GRACE_MS = 10_000;
+/** Bun closes a connection idle this long; it must outlast the slowest allowed request. */
+const MAX_IDLE_TIMEOUT_SECONDS = 255;
+/** Headroom over REQUEST_TIMEOUT_MS so the timeout answer is always written before Bun gives up. */
+const IDLE_HEADROOM_SECONDS = 5;
 
 /** Opens the database, migrates when configured, serves, and shuts down cleanly on signals. */
 export async function serve(config: Config, logger: Logger): Promise<void> {
@@ -18,16 +19,24 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
     const applied = await migrate(database);
     logger.info({ applied }, 'migrations up to date');
   }
-  const app = createApp(createDeps(config, logger, database)).listen({
+  const deps = createDeps(config, logger, database);
+  const app = createApp(deps);
+  const handler = createFetchHandler(app, deps);
+  const server = Bun.serve({
     port: config.PORT,
     hostname: config.HOST,
-    idleTimeout: IDLE_TIMEOUT_SECONDS,
+    // Bun counts a handler that has not written yet as idle (10 s by default).
+    idleTimeout: Math.min(
+      MAX_IDLE_TIMEOUT_SECONDS,
+      Math.ceil(config.REQUEST_TIMEOUT_MS / 1000) + IDLE_HEADROOM_SECONDS,
+    ),
     // Our JSON parser answers 413 in the API's error shape; this is only a backstop above it.
     maxRequestBodySize: config.MAX_BODY_BYTES * 2 + 1024 * 1024,
+    fetch: (request, srv) => handler(request, srv),
   });
-  const port = app.server?.port;
+  const stopBackground = startBackgroundWork(deps);
   logger.info(
-    { version: VERSION, host: config.HOST, port, database: database.kind },
+    { version: VERSION, host: config.HOST, port: server.port, database: database.kind },
     'threadstore listening',
   );
   if (config.adminKeyGenerated) {
@@ -38,27 +47,41 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
   }
 
   let stopping = false;
+  /**
+   * Graceful shutdown: readiness fails at once, the listener stops taking connections, requests
+   * in flight finish (up to SHUTDOWN_TIMEOUT_MS), background work stops, the pool closes, exit 0.
+   */
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, 'shutting down');
-    const force = setTimeout(() => {
-      logger.error('shutdown timed out; exiting');
-      process.exit(1);
-    }, SHUTDOWN_GRACE_MS);
+    deps.lifecycle.shuttingDown = true;
+    logger.info({ signal, timeout_ms: config.SHUTDOWN_TIMEOUT_MS }, 'shutting down');
+    let code = 0;
     try {
-      await app.stop();
+      const drained = await Promise.race([
+        server.stop(false).then(() => true),
+        Bun.sleep(config.SHUTDOWN_TIMEOUT_MS).then(() => false),
+      ]);
+      if (!drained) {
+        logger.warn('requests still running at the shutdown timeout; closing them');
+        await server.stop(true);
+      }
+      await stopBackground();
       await database.close();
-      clearTimeout(force);
       logger.info('stopped');
-      process.exit(0);
     } catch (err) {
       logger.error({ err }, 'error during shutdown');
-      process.exit(1);
+      code = 1;
     }
+    process.exit(code);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/** Periodic housekeeping of the process; resolves the returned function once it has stopped. */
+function startBackgroundWork(_deps: AppDeps): () => Promise<void> {
+  return async () => {};
 }
 
 /** `threadstore migrate`: applies pending migrations and closes the database. */

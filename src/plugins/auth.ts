@@ -22,10 +22,12 @@ export function tenantAuth(keys: KeyResolver) {
   return new Elysia().derive({ as: 'scoped' }, async function authenticateTenant({ request }) {
     const token = bearerToken(request.headers.get('authorization'));
     if (!token) throw unauthorized('A bearer API key is required');
-    const tenant = await keys.resolve(token);
+    const state = requestState(request);
+    // The rate limiter has usually looked the key up already.
+    const tenant = state.auth ? state.auth.tenant : await keys.resolve(token);
     if (!tenant) throw unauthorized('The API key is not valid');
     if (tenant.disabled) throw new AppError(403, 'forbidden', 'This tenant is disabled');
-    requestState(request).tenantId = tenant.id;
+    state.tenantId = tenant.id;
     return { tenant: { id: tenant.id, name: tenant.name } satisfies TenantContext };
   });
 }

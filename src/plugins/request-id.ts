@@ -1,16 +1,25 @@
 import { Elysia } from 'elysia';
+import type { ResolvedTenant } from '../modules/tenants/keys';
 
 /** What the request-scoped plugins know about a request, keyed by the Request object. */
 export interface RequestState {
   id: string;
   startedAt: number;
+  /** The client address as the transport saw it (before any X-Forwarded-For handling). */
+  socketIp?: string;
+  /** Set once the bearer key has been looked up: the tenant, or null for none or a bad key. */
+  auth?: { tenant: ResolvedTenant | null };
   tenantId?: string;
+  /** Response headers set so far, for responses built outside Elysia (timeouts). */
+  headers?: Record<string, unknown>;
+  /** The transport answered 503 request_timeout while the handler was still running. */
+  timedOut?: boolean;
 }
 
 const states = new WeakMap<Request, RequestState>();
 const CALLER_ID = /^[A-Za-z0-9._-]{1,128}$/;
 
-/** State of a request seen by the request-id plugin (a fresh one for requests it never saw). */
+/** State of a request, created on first use (by the transport, or by the first plugin). */
 export function requestState(request: Request): RequestState {
   let state = states.get(request);
   if (!state) {
@@ -27,12 +36,10 @@ export function requestState(request: Request): RequestState {
 export const requestId = new Elysia({ name: 'request-id' }).onRequest(
   // onRequest hooks are always global: they run before routing.
   function assignRequestId({ request, set }) {
+    const state = requestState(request);
     const given = request.headers.get('x-request-id');
-    const state: RequestState = {
-      id: given && CALLER_ID.test(given) ? given : crypto.randomUUID(),
-      startedAt: performance.now(),
-    };
-    states.set(request, state);
+    if (given && CALLER_ID.test(given)) state.id = given;
+    state.headers = set.headers;
     set.headers['x-request-id'] = state.id;
   },
 );

@@ -4,6 +4,7 @@ import { loadConfig } from '../../src/config';
 import { openDatabase } from '../../src/db/client';
 import { createDeps } from '../../src/deps';
 import { createLogger } from '../../src/logger';
+import { createFetchHandler } from '../../src/transport';
 
 export const ADMIN_KEY = 'test-admin-key-0123456789';
 
@@ -28,12 +29,18 @@ export async function buildTestApp(env: Record<string, string> = {}) {
     DATABASE_URL: process.env.TEST_DATABASE_URL,
     ADMIN_API_KEY: ADMIN_KEY,
     LOG_LEVEL: 'info',
+    // Budgets far above what any test sends; rate-limit tests set their own.
+    RATE_LIMIT_WRITE_PER_MINUTE: '1000000',
+    RATE_LIMIT_READ_PER_MINUTE: '1000000',
+    RATE_LIMIT_ADMIN_PER_MINUTE: '1000000',
     ...env,
   });
   const logs = new LogCapture();
   const logger = createLogger(config.LOG_LEVEL, logs);
   const database = await openDatabase(config, logger);
-  const app = createApp(createDeps(config, logger, database));
+  const deps = createDeps(config, logger, database);
+  const app = createApp(deps);
+  const handler = createFetchHandler(app, deps);
 
   async function call(
     method: string,
@@ -41,6 +48,8 @@ export async function buildTestApp(env: Record<string, string> = {}) {
     opts: {
       body?: unknown;
       raw?: string | Uint8Array | ReadableStream;
+      /** Socket address the request comes from. */
+      ip?: string;
       key?: string | null;
       headers?: Record<string, string>;
     } = {},
@@ -52,7 +61,11 @@ export async function buildTestApp(env: Record<string, string> = {}) {
       body = JSON.stringify(opts.body);
       headers['content-type'] ??= 'application/json';
     }
-    const res = await app.handle(new Request(`http://localhost${path}`, { method, headers, body }));
+    const request = new Request(`http://localhost${path}`, { method, headers, body });
+    // Through the same entry point as the server, with the socket address the test chose.
+    const res = await handler(request, {
+      requestIP: () => ({ address: opts.ip ?? '127.0.0.1', family: 'IPv4', port: 40000 }),
+    });
     const text = await res.text();
     let json: any = undefined;
     try {
@@ -72,6 +85,8 @@ export async function buildTestApp(env: Record<string, string> = {}) {
 
   return {
     app,
+    deps,
+    handler,
     config,
     logs,
     database,

@@ -7,6 +7,20 @@ export interface ResolvedTenant {
   id: string;
   name: string;
   disabled: boolean;
+  /** Per-tenant rate-limit overrides (requests per window); absent: the configured default. */
+  limits: { write?: number; read?: number };
+}
+
+/** Keys of the tenant settings that hold rate-limit overrides. */
+export const LIMIT_SETTINGS = {
+  write: 'rate_limit_write_per_minute',
+  read: 'rate_limit_read_per_minute',
+} as const;
+
+function limitsOf(settings: Record<string, unknown>): ResolvedTenant['limits'] {
+  const pick = (k: string) =>
+    typeof settings[k] === 'number' ? (settings[k] as number) : undefined;
+  return { write: pick(LIMIT_SETTINGS.write), read: pick(LIMIT_SETTINGS.read) };
 }
 
 interface CacheEntry {
@@ -43,6 +57,7 @@ export class KeyResolver {
         id: tenants.id,
         name: tenants.name,
         disabled: tenants.disabled,
+        settings: tenants.settings,
         keyHash: apiKeys.keyHash,
         expiresAt: apiKeys.expiresAt,
       })
@@ -56,7 +71,12 @@ export class KeyResolver {
       );
     // The index lookup is by hash; the final comparison is constant-time all the same.
     if (!row || !safeEqual(row.keyHash, hash)) return null;
-    const tenant = { id: row.id, name: row.name, disabled: row.disabled };
+    const tenant: ResolvedTenant = {
+      id: row.id,
+      name: row.name,
+      disabled: row.disabled,
+      limits: limitsOf(row.settings),
+    };
     if (this.ttlMs > 0) {
       const until = Math.min(
         now + this.ttlMs,

@@ -7,10 +7,17 @@ export const MAX_GRACE_SECONDS = 7 * 24 * 3600;
 
 const TenantName = t.String({ minLength: 1, maxLength: 200, description: 'Display name' });
 
+/** A per-tenant rate-limit override; null restores the configured default. */
+const LimitOverride = t.Union([T.Integer({ minimum: 1, maximum: 10_000_000 }), t.Null()], {
+  description: 'Requests per rate-limit window for this tenant; null: the configured default',
+});
+
 export const Tenant = t.Object({
   id: UuidOut,
   name: t.String(),
   disabled: t.Boolean(),
+  rate_limit_write_per_minute: t.Nullable(t.Integer()),
+  rate_limit_read_per_minute: t.Nullable(t.Integer()),
   api_key_prefix: t.Nullable(t.String({ description: 'First characters of the current key' })),
   created_at: Timestamp,
   updated_at: Timestamp,
@@ -27,7 +34,12 @@ export const CreatedTenant = t.Object({
 });
 
 export const UpdateTenant = t.Object(
-  { name: t.Optional(TenantName), disabled: t.Optional(t.Boolean()) },
+  {
+    name: t.Optional(TenantName),
+    disabled: t.Optional(t.Boolean()),
+    rate_limit_write_per_minute: t.Optional(LimitOverride),
+    rate_limit_read_per_minute: t.Optional(LimitOverride),
+  },
   { additionalProperties: false, minProperties: 1 },
 );
 

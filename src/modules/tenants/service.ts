@@ -1,9 +1,10 @@
-import { and, asc, eq, gt, isNull, or, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, isNull, or, type SQL, sql } from 'drizzle-orm';
 import { apiKeys, type TenantRow, tenants } from '../../db/schema';
 import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
 import { notFound } from '../../lib/errors';
 import { generateTenantKey } from '../../lib/keys';
+import { LIMIT_SETTINGS } from './keys';
 
 /** Cursors of the admin listing are bound to this pseudo-tenant. */
 const ADMIN_SCOPE_TENANT = 'admin';
@@ -12,16 +13,22 @@ export interface TenantView {
   id: string;
   name: string;
   disabled: boolean;
+  rate_limit_write_per_minute: number | null;
+  rate_limit_read_per_minute: number | null;
   api_key_prefix: string | null;
   created_at: string;
   updated_at: string;
 }
 
 function toView(row: TenantRow, prefix: string | null): TenantView {
+  const limit = (k: string) =>
+    typeof row.settings[k] === 'number' ? (row.settings[k] as number) : null;
   return {
     id: row.id,
     name: row.name,
     disabled: row.disabled,
+    rate_limit_write_per_minute: limit(LIMIT_SETTINGS.write),
+    rate_limit_read_per_minute: limit(LIMIT_SETTINGS.read),
     api_key_prefix: prefix,
     created_at: row.createdAt.toISOString(),
     updated_at: row.updatedAt.toISOString(),
@@ -90,14 +97,40 @@ export async function listTenants(
   };
 }
 
+export interface TenantPatch {
+  name?: string;
+  disabled?: boolean;
+  rate_limit_write_per_minute?: number | null;
+  rate_limit_read_per_minute?: number | null;
+}
+
 export async function updateTenant(
   db: Database,
   id: string,
-  patch: { name?: string; disabled?: boolean },
+  patch: TenantPatch,
 ): Promise<TenantView> {
+  // Overrides live in the settings document: numbers are merged in, nulls removed.
+  const set: Record<string, number> = {};
+  const unset: string[] = [];
+  for (const [field, key] of [
+    ['rate_limit_write_per_minute', LIMIT_SETTINGS.write],
+    ['rate_limit_read_per_minute', LIMIT_SETTINGS.read],
+  ] as const) {
+    const value = patch[field];
+    if (value === null) unset.push(key);
+    else if (value !== undefined) set[key] = value;
+  }
   const [row] = await db
     .update(tenants)
-    .set({ ...patch, updatedAt: sql`now()` })
+    .set({
+      name: patch.name,
+      disabled: patch.disabled,
+      settings: unset.reduce<SQL>(
+        (expr, key) => sql`(${expr} - ${key}::text)`,
+        sql`(${tenants.settings} || ${JSON.stringify(set)}::jsonb)`,
+      ),
+      updatedAt: sql`now()`,
+    })
     .where(eq(tenants.id, id))
     .returning({ id: tenants.id });
   if (!row) throw notFound('Tenant');

@@ -1,0 +1,107 @@
+import { Elysia } from 'elysia';
+import { type Context as RateLimitStore, DefaultContext } from 'elysia-rate-limit';
+import type { Config } from '../config';
+import { clientIp, parseTrustProxy } from '../lib/client-ip';
+import { AppError } from '../lib/errors';
+import { bearerToken } from '../lib/keys';
+import type { Metrics } from '../metrics';
+import type { KeyResolver, ResolvedTenant } from '../modules/tenants/keys';
+import { requestState } from './request-id';
+
+/** Which budget a request draws on. */
+export type Budget = 'write' | 'read' | 'admin';
+
+/** Keys held by the in-process store; beyond this the least recently used is forgotten. */
+const STORE_MAX_KEYS = 100_000;
+const WRITE_METHODS = new Set(['POST', 'PATCH', 'PUT', 'DELETE']);
+const OPERATOR_PATHS = new Set(['/livez', '/readyz', '/metrics', '/openapi.json', '/docs']);
+
+/** Admin routes and probes have a budget of their own, so tenant traffic never starves them. */
+export function budgetOf(method: string, path: string): Budget {
+  if (OPERATOR_PATHS.has(path) || path.startsWith('/docs/') || path.startsWith('/v1/admin')) {
+    return 'admin';
+  }
+  return WRITE_METHODS.has(method) ? 'write' : 'read';
+}
+
+export interface RateLimitOptions {
+  config: Config;
+  keys: KeyResolver;
+  metrics: Metrics;
+  /** Counter store; elysia-rate-limit's in-memory LRU by default. */
+  store?: RateLimitStore;
+}
+
+/**
+ * Counts every request once, first thing (before parsing, validation and authentication), so
+ * that failures cannot refund budget. elysia-rate-limit's own hook runs after validation and
+ * refunds failed requests, so its store interface is used here from an onRequest hook
+ * instead. The key is the tenant of a valid API key, and the client IP otherwise: guessing keys
+ * spends the guesser's own budget. A window starts at a key's first request. Every response
+ * carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset (seconds to the window's
+ * end); a 429 carries Retry-After with the same number.
+ */
+export function rateLimit({ config, keys, metrics, store }: RateLimitOptions) {
+  const counters = store ?? new DefaultContext(STORE_MAX_KEYS);
+  const windowMs = config.RATE_LIMIT_WINDOW_MS;
+  counters.init({ duration: windowMs } as Parameters<RateLimitStore['init']>[0]);
+  const trust = parseTrustProxy(config.TRUST_PROXY);
+  const defaults: Record<Budget, number> = {
+    write: config.RATE_LIMIT_WRITE_PER_MINUTE,
+    read: config.RATE_LIMIT_READ_PER_MINUTE,
+    admin: config.RATE_LIMIT_ADMIN_PER_MINUTE,
+  };
+
+  return new Elysia({ name: 'rate-limit' })
+    .onRequest(async function countRequest({ request, set }) {
+      // Preflights are answered by the CORS plugin before this; never count them.
+      if (request.method === 'OPTIONS') return;
+      const state = requestState(request);
+      const budget = budgetOf(request.method, new URL(request.url).pathname);
+      let key: string;
+      let limit = defaults[budget];
+      const tenant = budget === 'admin' ? null : await tenantOf(request, keys);
+      if (tenant && !tenant.disabled) {
+        key = `${budget}:t:${tenant.id}`;
+        limit = (budget === 'write' ? tenant.limits.write : tenant.limits.read) ?? limit;
+      } else {
+        const ip = clientIp(state.socketIp, request.headers.get('x-forwarded-for'), trust);
+        key = `${budget}:ip:${ip}`;
+      }
+      const { count, nextReset } = await counters.increment(key, windowMs, Date.now());
+      const resetSeconds = Math.max(0, Math.ceil((nextReset.getTime() - Date.now()) / 1000));
+      set.headers['ratelimit-limit'] = String(limit);
+      set.headers['ratelimit-remaining'] = String(Math.max(limit - count, 0));
+      set.headers['ratelimit-reset'] = String(resetSeconds);
+      if (count > limit) {
+        metrics.rateLimited(budget);
+        throw new AppError(
+          429,
+          'rate_limited',
+          `Rate limit of ${limit} ${budget} requests per ${windowMs / 1000} s exceeded`,
+          { budget, limit, retry_after_seconds: resetSeconds },
+          { 'retry-after': String(Math.max(resetSeconds, 1)) },
+        );
+      }
+    })
+    .onStop(async function stopRateLimit() {
+      await counters.kill();
+    });
+}
+
+/**
+ * Resolves the bearer key once per request and remembers the answer for the auth guard. A
+ * database failure here is left to the guard, which reports it as 503.
+ */
+async function tenantOf(request: Request, keys: KeyResolver): Promise<ResolvedTenant | null> {
+  const token = bearerToken(request.headers.get('authorization'));
+  if (!token) return null;
+  const state = requestState(request);
+  try {
+    const tenant = await keys.resolve(token);
+    state.auth = { tenant };
+    return tenant;
+  } catch {
+    return null;
+  }
+}

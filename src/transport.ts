@@ -1,0 +1,70 @@
+import type { Server } from 'bun';
+import type { App } from './app';
+import type { AppDeps } from './deps';
+import type { ErrorBody } from './plugins/errors';
+import { requestState } from './plugins/request-id';
+
+/** Seconds a client should wait before retrying a request that timed out. */
+const TIMEOUT_RETRY_AFTER_SECONDS = '1';
+
+/** The part of Bun's server the handler uses (tests pass their own). */
+export type RequestIpSource = Pick<Server<unknown>, 'requestIP'>;
+
+/**
+ * The HTTP entry point around the Elysia app: records the socket address (the only client
+ * address that cannot be spoofed) and bounds every request by REQUEST_TIMEOUT_MS. A request
+ * still running then gets 503 `request_timeout`; the database work behind it is cancelled by
+ * the statement timeout on its connection (DB_STATEMENT_TIMEOUT_MS, the same bound by default),
+ * so a slow query does not keep a pooled connection.
+ */
+export function createFetchHandler(app: App, { config, logger, metrics }: AppDeps) {
+  const timeoutMs = config.REQUEST_TIMEOUT_MS;
+  return async function handleRequest(request: Request, server: RequestIpSource | null) {
+    const state = requestState(request);
+    state.socketIp = server?.requestIP(request)?.address;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<Response>((resolve) => {
+      timer = setTimeout(() => {
+        state.timedOut = true;
+        metrics.requestTimedOut();
+        logger.warn(
+          {
+            request_id: state.id,
+            tenant_id: state.tenantId,
+            method: request.method,
+            timeout_ms: timeoutMs,
+          },
+          'request timed out',
+        );
+        resolve(timeoutResponse(state.id, state.headers, timeoutMs));
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([app.fetch(request), timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+}
+
+function timeoutResponse(
+  requestId: string,
+  setHeaders: Record<string, unknown> | undefined,
+  ms: number,
+) {
+  const body: ErrorBody = {
+    error: {
+      code: 'request_timeout',
+      message: `The request did not complete within ${ms} ms`,
+      request_id: requestId,
+    },
+  };
+  const headers = new Headers();
+  // Keep what the plugins already decided (request id, CORS, rate-limit headers).
+  for (const [k, v] of Object.entries(setHeaders ?? {}))
+    if (typeof v === 'string') headers.set(k, v);
+  headers.set('content-type', 'application/json; charset=utf-8');
+  headers.set('retry-after', TIMEOUT_RETRY_AFTER_SECONDS);
+  headers.set('x-request-id', requestId);
+  return new Response(JSON.stringify(body), { status: 503, headers });
+}
