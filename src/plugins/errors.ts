@@ -52,7 +52,10 @@ export function errors(logger: Logger) {
 
 /** Maps a thrown value to an AppError, or null when it is unexpected (a bug: a 500). */
 export function toAppError(code: unknown, error: unknown): AppError | null {
-  if (error instanceof AppError) return error;
+  // Drizzle wraps what the driver layer throws (the pool gate's database_busy among it).
+  for (let e: unknown = error, depth = 0; e && depth < 5; e = (e as Error).cause, depth++) {
+    if (e instanceof AppError) return e;
+  }
   if (error instanceof ParseError || code === 'PARSE') {
     const cause = (error as Error).cause;
     if (cause instanceof AppError) return cause;
