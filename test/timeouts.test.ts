@@ -4,7 +4,7 @@ import { buildTestApp } from './support/app';
 
 // A second session that blocks the app's writes by locking the messages table: real slowness,
 // from the database, with no test-only path in the service.
-const blocker = postgres(process.env.TEST_DATABASE_URL!, { max: 1, onnotice: () => {} });
+const blocker = postgres(process.env.TEST_DATABASE_URL!, { max: 2, onnotice: () => {} });
 afterAll(() => blocker.end());
 
 async function whileLocked<T>(fn: () => Promise<T>, holdMs: number): Promise<T> {

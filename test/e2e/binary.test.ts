@@ -320,6 +320,56 @@ describe('against PostgreSQL', () => {
   });
 });
 
+describe('graceful shutdown', () => {
+  test(
+    'SIGTERM with a write in flight: new connections are refused, the write finishes 2xx and is stored, exit 0',
+    async () => {
+      const url = await freshDatabase();
+      const server = await new Server(
+        { DATABASE_URL: url, ADMIN_API_KEY: ADMIN_KEY, SHUTDOWN_TIMEOUT_MS: '10000' },
+        tempDir('shutdown'),
+      ).ready();
+      const tenant = await server.call('POST', '/v1/admin/tenants', ADMIN_KEY, { name: 'drain' });
+      const blocker = postgres(url, { max: 2, onnotice: () => {} });
+      try {
+        // Hold the write inside the database so it is certainly in flight at the signal.
+        const lock = await blocker.reserve();
+        await lock`begin`;
+        await lock`lock table messages in access exclusive mode`;
+        const inFlight = server.call('POST', '/v1/messages', tenant.json.api_key, {
+          conversation_id: 'drain',
+          role: 'user',
+          content: 'in flight at SIGTERM',
+        });
+        for (let i = 0; i < 100; i++) {
+          const [waiting] = await blocker`select count(*)::int as n from pg_stat_activity
+            where application_name = 'threadstore' and wait_event_type = 'Lock'`;
+          if (waiting!.n > 0) break;
+          await Bun.sleep(20);
+        }
+        server.proc.kill('SIGTERM');
+        await Bun.sleep(300);
+        const refused = await fetch(server.url('/livez')).then(
+          (r) => r.status,
+          () => 'refused',
+        );
+        expect(refused).toBe('refused');
+        expect(server.proc.exitCode).toBeNull();
+        await lock`rollback`;
+        lock.release();
+        const res = await inFlight;
+        expect(res.status).toBe(201);
+        expect(await server.proc.exited).toBe(0);
+        const stored = await blocker`select content from messages where id = ${res.json.id}`;
+        expect(stored[0]?.content).toBe('in flight at SIGTERM');
+      } finally {
+        await blocker.end({ timeout: 5 });
+      }
+    },
+    READY_TIMEOUT_MS,
+  );
+});
+
 describe('with the embedded database', () => {
   // Filled by the first test, reused by the second: a fresh embedded database costs seconds.
   let firstCwd = '';
