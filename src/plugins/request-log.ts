@@ -12,7 +12,8 @@ export function requestLog(logger: Logger, metrics: Metrics) {
     { as: 'global' },
     function logRequest({ request, route, set }) {
       const state = requestState(request);
-      const status = typeof set.status === 'number' ? set.status : 200;
+      // A request the transport already answered 503 request_timeout is logged as such.
+      const status = state.timedOut ? 503 : typeof set.status === 'number' ? set.status : 200;
       const line = {
         request_id: state.id,
         tenant_id: state.tenantId,
