@@ -5,6 +5,7 @@ import { migrate } from './db/migrate';
 import { type AppDeps, createDeps } from './deps';
 import type { Logger } from './logger';
 import { createFetchHandler } from './transport';
+import { purgeExpiredIdempotencyKeys } from './modules/messages/idempotency';
 import { VERSION } from './version';
 
 /** Bun closes a connection idle this long; it must outlast the slowest allowed request. */
@@ -79,9 +80,34 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
   process.on('SIGINT', () => void shutdown('SIGINT'));
 }
 
-/** Periodic housekeeping of the process; resolves the returned function once it has stopped. */
-function startBackgroundWork(_deps: AppDeps): () => Promise<void> {
-  return async () => {};
+/** How often expired idempotency keys are purged. */
+const PURGE_INTERVAL_MS = 10 * 60 * 1000;
+/** Rows deleted per statement by the purge, so it never holds many locks at once. */
+const PURGE_BATCH_SIZE = 1000;
+
+/**
+ * Periodic housekeeping of the process. The returned function stops it at a safe point:
+ * no new run starts, and a run in progress is awaited.
+ */
+function startBackgroundWork({ db, config, logger }: AppDeps): () => Promise<void> {
+  let running: Promise<void> | null = null;
+  const purge = () => {
+    if (running) return;
+    running = purgeExpiredIdempotencyKeys(db, config.IDEMPOTENCY_TTL_SECONDS, PURGE_BATCH_SIZE)
+      .then((purged) => {
+        if (purged > 0) logger.info({ purged }, 'expired idempotency keys purged');
+      })
+      // Instances purge concurrently without harm (SKIP LOCKED); a failure waits for next time.
+      .catch((err: unknown) => logger.warn({ err }, 'idempotency key purge failed'))
+      .finally(() => {
+        running = null;
+      });
+  };
+  const timer = setInterval(purge, PURGE_INTERVAL_MS);
+  return async () => {
+    clearInterval(timer);
+    await running;
+  };
 }
 
 /** `threadstore migrate`: applies pending migrations and closes the database. */

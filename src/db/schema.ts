@@ -4,6 +4,8 @@ import {
   check,
   foreignKey,
   index,
+  integer,
+  json,
   jsonb,
   pgTable,
   primaryKey,
@@ -97,6 +99,34 @@ export const messages = pgTable(
     index('ix_messages_archived').on(t.archived, t.createdAt),
     index('ix_messages_tenant_archived').on(t.tenantId, t.archived, t.createdAt),
     check('ck_messages_role', sql`${t.role} IN ('user', 'assistant', 'system', 'tool')`),
+  ],
+);
+
+/**
+ * Idempotency-Key of a write, kept for IDEMPOTENCY_TTL_SECONDS with the request's hash and the
+ * response to replay. The row is claimed, the write done and the response recorded in one
+ * transaction, so a committed row always has its response and its messages.
+ */
+export const idempotencyKeys = pgTable(
+  'idempotency_keys',
+  {
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
+    key: text('key').notNull(),
+    /** SHA-256 of method, route and the canonical JSON of the body. */
+    requestHash: text('request_hash').notNull(),
+    /** Null only inside the claiming transaction, between the claim and the write. */
+    responseStatus: integer('response_status'),
+    // json, not jsonb: json keeps the text as written, so a replay is byte-for-byte the original
+    // response; jsonb would reorder keys.
+    responseBody: json('response_body'),
+    createdAt: ts('created_at').notNull().defaultNow(),
+  },
+  (t) => [
+    primaryKey({ name: 'pk_idempotency_keys', columns: [t.tenantId, t.key] }),
+    // The purge deletes by age across tenants.
+    index('ix_idempotency_keys_created_at').on(t.createdAt),
   ],
 );
 

@@ -1,38 +1,63 @@
-import { Elysia, t } from 'elysia';
+import { type Context, Elysia, t } from 'elysia';
 import type { AppDeps } from '../../deps';
 import { IdParams, commonErrors } from '../../lib/schemas';
 import { tenantAuth } from '../../plugins/auth';
-import { messageModels } from './model';
-import { createMessages, deleteMessage, getMessage, listMessages } from './service';
+import { REPLAYED_HEADER, storeMessages, type WriteResult } from './idempotency';
+import { CreateHeaders, messageModels } from './model';
+import { deleteMessage, getMessage, listMessages } from './service';
+
+/** Sets the status (and the replay marker) of a create route's answer and returns its body. */
+function reply<T>(set: Context['set'], result: WriteResult<T>): T {
+  set.status = result.status;
+  if (result.replayed) set.headers[REPLAYED_HEADER] = 'true';
+  return result.body;
+}
 
 /** Messages of the calling tenant: create (one or a batch), list, get, delete. */
 export function messagesModule({ db, cursors, keys, config }: AppDeps) {
   const m = messageModels(config.MAX_CONTENT_CHARS);
+  const ttlSeconds = config.IDEMPOTENCY_TTL_SECONDS;
   return new Elysia({ name: 'messages', prefix: '/messages', detail: { tags: ['messages'] } })
     .use(tenantAuth(keys))
     .post(
       '',
-      async ({ tenant, body, set }) => {
-        const [message] = await createMessages(db, tenant.id, [body]);
-        set.status = 201;
-        return message!;
+      async ({ tenant, body, headers, request, route, set }) => {
+        const result = await storeMessages(db, tenant.id, [body], ([message]) => message!, {
+          key: headers['idempotency-key'],
+          route: `${request.method} ${route}`,
+          body,
+          ttlSeconds,
+        });
+        return reply(set, result);
       },
       {
+        headers: CreateHeaders,
         body: m.MessageInput,
-        response: { 201: m.Message, ...commonErrors },
+        response: { 201: m.Message, 409: commonErrors[422], ...commonErrors },
         detail: { summary: 'Store a message', security: [{ tenantKey: [] }] },
       },
     )
     .post(
       '/batch',
-      async ({ tenant, body, set }) => {
-        const messages = await createMessages(db, tenant.id, body.messages);
-        set.status = 201;
-        return { messages };
+      async ({ tenant, body, headers, request, route, set }) => {
+        const result = await storeMessages(
+          db,
+          tenant.id,
+          body.messages,
+          (messages) => ({ messages }),
+          {
+            key: headers['idempotency-key'],
+            route: `${request.method} ${route}`,
+            body,
+            ttlSeconds,
+          },
+        );
+        return reply(set, result);
       },
       {
+        headers: CreateHeaders,
         body: m.BatchInput,
-        response: { 201: m.BatchResult, ...commonErrors },
+        response: { 201: m.BatchResult, 409: commonErrors[422], ...commonErrors },
         detail: {
           summary: 'Store 1 to 100 messages, all or nothing',
           security: [{ tenantKey: [] }],

@@ -19,6 +19,7 @@ export const MESSAGE_LIMITS = {
   metadataMaxBytes: 16 * 1024,
   metadataMaxDepth: 5,
   batchMaxItems: 100,
+  idempotencyKeyMaxChars: 255,
   pageMax: 200,
   pageDefault: 50,
 } as const;
@@ -27,6 +28,29 @@ export const ConversationId = t.String({
   pattern: MESSAGE_LIMITS.conversationIdPattern,
   description: '1 to 128 characters of A-Z a-z 0-9 . _ : -',
 });
+
+/**
+ * Headers of the create routes. Only Idempotency-Key is checked (other headers pass): 1 to 255
+ * visible ASCII characters, spaces allowed inside but not at either end.
+ */
+export const CreateHeaders = t.Object(
+  {
+    'idempotency-key': t.Optional(
+      t.String({
+        minLength: 1,
+        maxLength: MESSAGE_LIMITS.idempotencyKeyMaxChars,
+        pattern: '^[\\x21-\\x7E]([\\x20-\\x7E]*[\\x21-\\x7E])?$',
+        description:
+          'Makes the write safe to retry. For IDEMPOTENCY_TTL_SECONDS (24 hours by default), a ' +
+          'request with the same key and body gets the first response again, with ' +
+          '`Idempotent-Replayed: true`, and stores nothing; the same key with another body or ' +
+          'on the other create route gets 409 `idempotency_conflict`. Keys are per tenant. ' +
+          '1 to 255 visible ASCII characters, spaces allowed inside.',
+      }),
+    ),
+  },
+  { additionalProperties: true },
+);
 
 // Spelled out (not mapped from messageRoles) so that Elysia infers a union of literals.
 export const Role = t.Union(

@@ -49,6 +49,28 @@ export function toMessageView(row: MessageRow): MessageView {
   };
 }
 
+/** Messages checked and turned into rows, ready to insert (ids and times already assigned). */
+export interface PreparedMessages {
+  tenantId: string;
+  rows: ReturnType<typeof toRow>[];
+  conversationIds: string[];
+  now: number;
+}
+
+/**
+ * Checks what the schema cannot (empty content, sizes, depth, time) and assigns ids and times,
+ * without touching the database, so an invalid write is refused before any transaction opens.
+ */
+export function prepareMessages(tenantId: string, inputs: MessageInput[]): PreparedMessages {
+  const now = Date.now();
+  const rows = inputs.map((input, index) =>
+    toRow(tenantId, input, now, inputs.length > 1 ? index : null),
+  );
+  // Sorted so that writers creating the same new conversations take their locks in one order.
+  const conversationIds = [...new Set(rows.map((r) => r.conversationId))].sort();
+  return { tenantId, rows, conversationIds, now };
+}
+
 /**
  * Stores messages all or nothing in one statement (one round trip, one implicit transaction).
  * Each conversation row is inserted only if absent, in a CTE, so concurrent writers to one
@@ -60,20 +82,26 @@ export async function createMessages(
   tenantId: string,
   inputs: MessageInput[],
 ): Promise<MessageView[]> {
-  const now = Date.now();
-  const rows = inputs.map((input, index) =>
-    toRow(tenantId, input, now, inputs.length > 1 ? index : null),
-  );
-  const conversationIds = [...new Set(rows.map((r) => r.conversationId))];
-  let inserted: MessageRow[];
+  const prepared = prepareMessages(tenantId, inputs);
   try {
-    inserted = await insertRows(db, tenantId, conversationIds, rows, now);
+    return await insertMessages(db, prepared);
   } catch (err) {
     // The conversation was deleted between our insert-if-absent and the foreign key check:
     // one retry recreates it, as if the write had come a moment later.
     if (errorCodeOf(err) !== FOREIGN_KEY_VIOLATION) throw err;
-    inserted = await insertRows(db, tenantId, conversationIds, rows, now);
+    return insertMessages(db, prepared);
   }
+}
+
+/**
+ * Inserts prepared messages in one statement, without retrying: inside a transaction a failed
+ * statement aborts the transaction, so only the caller can retry (the whole transaction).
+ */
+export async function insertMessages(
+  db: Database,
+  { tenantId, rows, conversationIds, now }: PreparedMessages,
+): Promise<MessageView[]> {
+  const inserted = await insertRows(db, tenantId, conversationIds, rows, now);
   // RETURNING gives no order guarantee; answer in the order the caller sent.
   const byId = new Map(inserted.map((r) => [r.id, r]));
   return rows.map((r) => toMessageView(byId.get(r.id)!));
