@@ -1,6 +1,7 @@
 import { openapi } from '@elysiajs/openapi';
 import { Elysia } from 'elysia';
 import type { AppDeps } from './deps';
+import { adminModule } from './modules/admin';
 import { conversationsModule } from './modules/conversations';
 import { healthModule } from './modules/health';
 import { messagesModule } from './modules/messages';
@@ -49,7 +50,11 @@ export function createApp(deps: AppDeps) {
       )
       .use(healthModule(deps))
       .group('/v1', (v1) =>
-        v1.use(tenantsModule(deps)).use(messagesModule(deps)).use(conversationsModule(deps)),
+        v1
+          .use(tenantsModule(deps))
+          .use(adminModule(deps))
+          .use(messagesModule(deps))
+          .use(conversationsModule(deps)),
       )
   );
 }

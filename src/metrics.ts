@@ -1,8 +1,29 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { DatabaseHandle } from './db/types';
+import { VERSION } from './version';
 
 /** Latency buckets in seconds: fine below 100 ms, where a healthy API spends its time. */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/**
+ * Default metrics that read V8 or Node internals Bun (JavaScriptCore) only imitates, measured
+ * under Bun 1.4: every heap space reads 0, active handles, requests and resources always 0, no
+ * GC is ever observed, and the version is Node's compatibility version rather than Bun's. Dropped
+ * so that dashboards do not chart made-up figures; threadstore_build_info carries the versions.
+ */
+const MISLEADING_UNDER_BUN = [
+  'nodejs_heap_space_size_total_bytes',
+  'nodejs_heap_space_size_used_bytes',
+  'nodejs_heap_space_size_available_bytes',
+  'nodejs_active_handles',
+  'nodejs_active_handles_total',
+  'nodejs_active_requests',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources',
+  'nodejs_active_resources_total',
+  'nodejs_gc_duration_seconds',
+  'nodejs_version_info',
+];
 
 /**
  * The process's Prometheus metrics (prom-client), in a registry of its own per app so that
@@ -10,7 +31,15 @@ const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
  */
 export function createMetrics(database: DatabaseHandle) {
   const registry = new Registry();
+  // Process CPU, memory and file descriptors, event-loop lag and JS heap size work under Bun.
   collectDefaultMetrics({ register: registry });
+  for (const name of MISLEADING_UNDER_BUN) registry.removeSingleMetric(name);
+  new Gauge({
+    name: 'threadstore_build_info',
+    help: 'Always 1; the labels name the release and the Bun runtime',
+    labelNames: ['version', 'bun'] as const,
+    registers: [registry],
+  }).set({ version: VERSION, bun: Bun.version }, 1);
 
   const requests = new Counter({
     name: 'threadstore_http_requests_total',

@@ -1,0 +1,60 @@
+import { t } from 'elysia';
+import { Timestamp } from '../../lib/schemas';
+
+// Shapes of draft-inadarei-api-health-check-06 ("Health Check Response Format for HTTP APIs"),
+// limited to the fields threadstore fills. The draft allows extra fields, so a check may carry
+// more than it lists (the pool check adds `max` and `waiting`).
+
+/** pass: healthy; warn: healthy with concerns; fail: unhealthy (the draft's three values). */
+export const HealthStatus = t.Union([t.Literal('pass'), t.Literal('warn'), t.Literal('fail')], {
+  description: 'pass: healthy; warn: healthy with concerns; fail: unhealthy',
+});
+
+/** One reading of one component. */
+export const HealthCheck = t.Object(
+  {
+    componentType: t.Optional(
+      t.String({ description: 'component, datastore or system', examples: ['datastore'] }),
+    ),
+    observedValue: t.Optional(t.Union([t.Number(), t.String(), t.Boolean()])),
+    observedUnit: t.Optional(t.String({ examples: ['ms', 's', 'connections'] })),
+    status: HealthStatus,
+    time: Timestamp,
+    output: t.Optional(t.String({ description: 'Why the check is not passing, or a note' })),
+    max: t.Optional(t.Integer({ description: 'Connections the pool may open' })),
+    waiting: t.Optional(t.Integer({ description: 'Queries waiting for a connection' })),
+  },
+  { description: 'One reading of one component (draft-inadarei-api-health-check)' },
+);
+
+const readings = (description: string) => t.Array(HealthCheck, { description });
+
+/** The whole health document; `status` is the worst status of the checks. */
+export const HealthReport = t.Object(
+  {
+    status: HealthStatus,
+    version: t.String({ description: 'Release of threadstore', examples: ['0.1.0'] }),
+    releaseId: t.Optional(t.String()),
+    serviceId: t.Optional(t.String()),
+    description: t.String(),
+    output: t.Optional(
+      t.String({ description: 'The failing and warning checks, on warn or fail' }),
+    ),
+    checks: t.Object(
+      {
+        'database:responseTime': readings('Time a trivial query takes, in ms'),
+        'database:connections': readings('Pool connections in use, the pool size and waiters'),
+        migrations: readings('Every migration of this release is applied'),
+        embeddings: readings('The embedding service'),
+        retention: readings('The last retention run'),
+        uptime: readings('Seconds since the process started'),
+      },
+      { description: 'Readings keyed "component:measurement"' },
+    ),
+  },
+  {
+    description:
+      'Health Check Response Format for HTTP APIs (draft-inadarei-api-health-check), ' +
+      'served as application/health+json',
+  },
+);

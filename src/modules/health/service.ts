@@ -1,0 +1,154 @@
+import type { Static } from '@sinclair/typebox';
+import { migrationsApplied } from '../../db/migrate';
+import type { DatabaseHandle } from '../../db/types';
+import { VERSION } from '../../version';
+import type { HealthCheck, HealthReport, HealthStatus } from './model';
+
+type Check = Static<typeof HealthCheck>;
+type Status = Static<typeof HealthStatus>;
+type Report = Static<typeof HealthReport>;
+
+/**
+ * The database checks of one report share this budget: a hung database (SIGSTOPped, a black-holed
+ * network) must turn health into a prompt `fail`, not a request that hangs with it.
+ */
+export const DATABASE_TIMEOUT_MS = 2000;
+/** A ping slower than this still works but is worth a look. */
+const SLOW_PING_MS = 1000;
+
+const SEVERITY: Record<Status, number> = { pass: 0, warn: 1, fail: 2 };
+
+/** Rejects when `p` has not settled within `ms`; `p` itself keeps running. */
+export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
+/**
+ * Reads every component and rates the whole: the worst status of the checks. Never throws: a
+ * failing component is a `fail` reading, since the report exists to describe failures.
+ */
+export async function healthReport(database: DatabaseHandle, startedAt: Date): Promise<Report> {
+  // Read before the ping takes a connection, so the report does not count itself.
+  const pool = database.poolStats();
+  const deadline = performance.now() + DATABASE_TIMEOUT_MS;
+  const ping = await pingCheck(database);
+  const checks: Report['checks'] = {
+    'database:responseTime': [ping],
+    'database:connections': [
+      {
+        componentType: 'datastore',
+        observedValue: pool.inUse,
+        observedUnit: 'connections',
+        max: pool.max,
+        waiting: pool.waiting,
+        ...(pool.waiting > 0
+          ? { status: 'warn', output: `${pool.waiting} queries waiting for a connection` }
+          : { status: 'pass' }),
+        time: now(),
+      },
+    ],
+    migrations: [await migrationsCheck(database, ping.status !== 'fail', deadline)],
+    // Placeholders until those features exist; an unconfigured embedding service is an
+    // operator's choice, not a fault.
+    embeddings: [
+      { componentType: 'component', status: 'pass', output: 'not configured', time: now() },
+    ],
+    retention: [{ componentType: 'component', status: 'pass', output: 'no run yet', time: now() }],
+    uptime: [
+      {
+        componentType: 'system',
+        observedValue: Math.floor((Date.now() - startedAt.getTime()) / 1000),
+        observedUnit: 's',
+        status: 'pass',
+        time: now(),
+      },
+    ],
+  };
+
+  let status: Status = 'pass';
+  const problems: string[] = [];
+  for (const [key, readings] of Object.entries(checks)) {
+    for (const reading of readings) {
+      if (SEVERITY[reading.status] > SEVERITY[status]) status = reading.status;
+      if (reading.status !== 'pass') problems.push(`${key}: ${reading.output ?? reading.status}`);
+    }
+  }
+  return {
+    status,
+    version: VERSION,
+    description: 'threadstore: multi-tenant message store',
+    // The draft wants `output` on warn and fail only.
+    ...(problems.length > 0 ? { output: problems.join('; ') } : {}),
+    checks,
+  };
+}
+
+async function pingCheck(database: DatabaseHandle): Promise<Check> {
+  const started = performance.now();
+  let output: string | undefined;
+  try {
+    await withTimeout(database.ping(), DATABASE_TIMEOUT_MS);
+  } catch (err) {
+    output = messageOf(err);
+  }
+  const ms = Math.round((performance.now() - started) * 100) / 100;
+  const status: Status = output ? 'fail' : ms > SLOW_PING_MS ? 'warn' : 'pass';
+  return {
+    componentType: 'datastore',
+    observedValue: ms,
+    observedUnit: 'ms',
+    status,
+    time: now(),
+    ...(output ? { output } : status === 'warn' ? { output: `slow: ${ms} ms` } : {}),
+  };
+}
+
+async function migrationsCheck(
+  database: DatabaseHandle,
+  reachable: boolean,
+  deadline: number,
+): Promise<Check> {
+  const reading = (status: Status, output?: string): Check => ({
+    componentType: 'datastore',
+    status,
+    time: now(),
+    ...(output ? { output } : {}),
+  });
+  // Asking a database that did not answer a ping would only wait out the timeout again.
+  if (!reachable) return reading('fail', 'not checked: the database is not answering');
+  try {
+    const budget = Math.max(deadline - performance.now(), 1);
+    const applied = await withTimeout(migrationsApplied(database.db), budget);
+    return applied
+      ? reading('pass')
+      : reading('fail', 'migrations are pending: run `threadstore migrate`');
+  } catch (err) {
+    return reading('fail', messageOf(err));
+  }
+}
+
+/** Drizzle wraps driver errors in "Failed query: …"; the innermost cause names the problem. */
+function messageOf(err: unknown): string {
+  let current = err;
+  for (let depth = 0; depth < 3 && current instanceof Error && current.cause; depth++) {
+    current = current.cause;
+  }
+  const message = current instanceof Error ? current.message : String(current);
+  return message || 'unknown error';
+}
+
+function now(): string {
+  return new Date().toISOString();
+}
