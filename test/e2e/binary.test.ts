@@ -308,6 +308,19 @@ describe('against PostgreSQL', () => {
       for (const s of servers) expect(s.stderr).not.toContain('ADMIN_API_KEY');
     });
 
+    test('serves Prometheus metrics labelled by route template', async () => {
+      const [a] = servers as [Server];
+      await fetch(a.url(`/v1/messages/${crypto.randomUUID()}`));
+      const res = await fetch(a.url('/metrics'));
+      expect(res.status).toBe(200);
+      const text = await res.text();
+      expect(text).toContain(
+        'threadstore_http_requests_total{method="GET",route="/v1/messages/:id"',
+      );
+      expect(text).toContain('threadstore_db_pool_in_use');
+      expect(text).not.toMatch(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}/);
+    });
+
     test('healthcheck succeeds against a running server', async () => {
       const res = await run(['healthcheck'], { PORT: String(servers[0]!.port) });
       expect(res).toMatchObject({ code: 0, stderr: '' });
