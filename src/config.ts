@@ -64,6 +64,32 @@ const ConfigSchema = T.Object({
   CORS_MAX_AGE: T.Integer({ minimum: 0, default: 600 }),
   /** How long an Idempotency-Key is remembered per tenant, in seconds. */
   IDEMPOTENCY_TTL_SECONDS: T.Integer({ minimum: 1, default: 86_400 }),
+  /** Base URL of an OpenAI-compatible embeddings API (…/v1); unset: embeddings off, full-text search only. */
+  EMBEDDING_URL: T.Optional(T.String({ pattern: '^https?://' })),
+  /** Bearer key of the embeddings API. */
+  EMBEDDING_API_KEY: T.Optional(T.String({ minLength: 1 })),
+  /** Embedding model name sent to the API. */
+  EMBEDDING_MODEL: T.String({ minLength: 1, default: 'text-embedding-3-small' }),
+  /** Vector length; fixed once vectors are stored (a change needs a re-embed). */
+  EMBEDDING_DIMENSIONS: T.Integer({ minimum: 1, maximum: 2000, default: 1536 }),
+  /** Messages embedded per API call by the background worker. */
+  EMBEDDING_BATCH_SIZE: T.Integer({ minimum: 1, maximum: 2048, default: 64 }),
+  /** Timeout of one embeddings API call. */
+  EMBEDDING_TIMEOUT_MS: T.Integer({ minimum: 100, default: 10_000 }),
+  /** Retries of a failed call (timeouts, connection errors, 429, 5xx) by the background worker. */
+  EMBEDDING_MAX_RETRIES: T.Integer({ minimum: 0, maximum: 10, default: 3 }),
+  /** Consecutive failures that open the circuit breaker. */
+  EMBEDDING_BREAKER_THRESHOLD: T.Integer({ minimum: 1, default: 5 }),
+  /** How long the open breaker fails fast before letting a probe call through. */
+  EMBEDDING_BREAKER_COOLDOWN_MS: T.Integer({ minimum: 100, default: 15_000 }),
+  /** Total time a search may spend embedding its query before it degrades to full-text. */
+  EMBEDDING_QUERY_BUDGET_MS: T.Integer({ minimum: 50, default: 1000 }),
+  /** How long the worker waits before looking for new work when the backlog is empty. */
+  EMBEDDING_POLL_INTERVAL_MS: T.Integer({ minimum: 10, default: 1000 }),
+  /** A worker's claim on a batch; after it expires another worker may take the batch. */
+  EMBEDDING_LEASE_MS: T.Integer({ minimum: 1000, default: 120_000 }),
+  /** Text search configuration of PostgreSQL for full-text search (e.g. simple, english). */
+  SEARCH_LANGUAGE: T.String({ pattern: '^[a-z_]{1,63}$', default: 'simple' }),
   /** Bearer token required by GET /metrics when set. */
   METRICS_TOKEN: T.Optional(T.String({ minLength: 16 })),
 });

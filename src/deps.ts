@@ -1,5 +1,6 @@
 import type { Config } from './config';
 import type { Database, DatabaseHandle } from './db/types';
+import type { QueryEmbedder, SearchCapabilities } from './embeddings/types';
 import { CursorCodec } from './lib/cursor';
 import type { Logger } from './logger';
 import { createMetrics, type Metrics } from './metrics';
@@ -14,13 +15,34 @@ export interface AppDeps {
   cursors: CursorCodec;
   keys: KeyResolver;
   metrics: Metrics;
+  /** What search can do here (decided at start-up by ensureSearch). */
+  search: SearchCapabilities;
+  /** Embeds search queries; null when semantic search is off. */
+  embedder: QueryEmbedder | null;
   /** When the process started (for uptime in health). */
   startedAt: Date;
   /** Set when shutdown begins: readiness turns 503 at once. */
   lifecycle: { shuttingDown: boolean };
 }
 
-export function createDeps(config: Config, logger: Logger, database: DatabaseHandle): AppDeps {
+/** Search as it is without ensureSearch: full-text only. */
+export function fullTextOnly(config: Config): SearchCapabilities {
+  return {
+    language: config.SEARCH_LANGUAGE,
+    embeddingsEnabled: false,
+    semantic: false,
+    semanticReason: 'embeddings are not configured (EMBEDDING_URL)',
+    dimensions: config.EMBEDDING_DIMENSIONS,
+  };
+}
+
+export function createDeps(
+  config: Config,
+  logger: Logger,
+  database: DatabaseHandle,
+  search: SearchCapabilities = fullTextOnly(config),
+  embedder: QueryEmbedder | null = null,
+): AppDeps {
   return {
     config,
     logger,
@@ -29,6 +51,8 @@ export function createDeps(config: Config, logger: Logger, database: DatabaseHan
     cursors: new CursorCodec(config.CURSOR_SECRET),
     keys: new KeyResolver(database.db, config.AUTH_CACHE_TTL_MS),
     metrics: createMetrics(database),
+    search,
+    embedder,
     startedAt: new Date(),
     lifecycle: { shuttingDown: false },
   };

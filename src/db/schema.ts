@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm';
 import {
   boolean,
   check,
+  customType,
   foreignKey,
   index,
   integer,
@@ -129,6 +130,58 @@ export const idempotencyKeys = pgTable(
     index('ix_idempotency_keys_created_at').on(t.createdAt),
   ],
 );
+
+/** Whether a message has its embedding: the background worker moves pending to ready or failed. */
+export const embeddingStatuses = ['pending', 'ready', 'failed', 'disabled'] as const;
+export type EmbeddingStatus = (typeof embeddingStatuses)[number];
+
+const tsvector = customType<{ data: string }>({ dataType: () => 'tsvector' });
+
+/**
+ * Search data of a message, one row each, kept apart from the hot messages row: archiving a
+ * message or embedding it then rewrites neither the other's indexes nor the GIN and vector
+ * indexes. Rows are inserted by a trigger on messages (so every insert path gets one); the
+ * `embedding vector(N)` column and its HNSW index are added at start-up, because their
+ * dimension is configuration and pgvector may be absent.
+ */
+export const messageSearch = pgTable(
+  'message_search',
+  {
+    messageId: uuid('message_id')
+      .primaryKey()
+      .references(() => messages.id, { onDelete: 'cascade' }),
+    tenantId: uuid('tenant_id').notNull(),
+    /** to_tsvector(SEARCH_LANGUAGE, content), computed by the trigger. */
+    tsv: tsvector('tsv').notNull(),
+    embeddingStatus: text('embedding_status', { enum: embeddingStatuses }).notNull(),
+    embeddingError: text('embedding_error'),
+    /** A worker's claim on a pending row; another worker may take it after this time. */
+    leaseUntil: ts('lease_until'),
+    attempts: integer('attempts').notNull().default(0),
+    embeddedAt: ts('embedded_at'),
+  },
+  (t) => [
+    index('ix_message_search_tsv').using('gin', t.tsv),
+    // The worker's queue: pending rows, oldest (UUIDv7) first.
+    index('ix_message_search_pending')
+      .on(t.messageId)
+      .where(sql`${t.embeddingStatus} = 'pending'`),
+    index('ix_message_search_failed')
+      .on(t.tenantId)
+      .where(sql`${t.embeddingStatus} = 'failed'`),
+    check(
+      'ck_message_search_status',
+      sql`${t.embeddingStatus} IN ('pending', 'ready', 'failed', 'disabled')`,
+    ),
+  ],
+);
+
+/** Process-wide settings that must agree across restarts (embedding model and dimension). */
+export const appSettings = pgTable('app_settings', {
+  key: text('key').primaryKey(),
+  value: jsonb('value').notNull(),
+  updatedAt: ts('updated_at').notNull().defaultNow(),
+});
 
 export type TenantRow = typeof tenants.$inferSelect;
 export type MessageRow = typeof messages.$inferSelect;
