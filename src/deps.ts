@@ -1,6 +1,7 @@
 import type { Config } from './config';
 import type { Database, DatabaseHandle } from './db/types';
-import type { QueryEmbedder, SearchCapabilities } from './embeddings/types';
+import type { EmbeddingClient } from './embeddings/client';
+import type { SearchCapabilities } from './embeddings/types';
 import { CursorCodec } from './lib/cursor';
 import type { Logger } from './logger';
 import { createMetrics, type Metrics } from './metrics';
@@ -17,8 +18,8 @@ export interface AppDeps {
   metrics: Metrics;
   /** What search can do here (decided at start-up by ensureSearch). */
   search: SearchCapabilities;
-  /** Embeds search queries; null when semantic search is off. */
-  embedder: QueryEmbedder | null;
+  /** The resilient embedding client (search queries, health); null when semantic search is off. */
+  embedder: EmbeddingClient | null;
   /** When the process started (for uptime in health). */
   startedAt: Date;
   /** Set when shutdown begins: readiness turns 503 at once. */
@@ -41,7 +42,7 @@ export function createDeps(
   logger: Logger,
   database: DatabaseHandle,
   search: SearchCapabilities = fullTextOnly(config),
-  embedder: QueryEmbedder | null = null,
+  embedder: EmbeddingClient | null = null,
 ): AppDeps {
   return {
     config,

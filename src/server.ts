@@ -2,6 +2,9 @@ import { createApp } from './app';
 import type { Config } from './config';
 import { openDatabase } from './db/client';
 import { migrate } from './db/migrate';
+import { ensureSearch } from './db/search-setup';
+import { EmbeddingClient } from './embeddings/client';
+import { EmbeddingWorker } from './embeddings/worker';
 import { type AppDeps, createDeps } from './deps';
 import type { Logger } from './logger';
 import { createFetchHandler } from './transport';
@@ -20,7 +23,12 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
     const applied = await migrate(database);
     logger.info({ applied }, 'migrations up to date');
   }
-  const deps = createDeps(config, logger, database);
+  const search = await ensureSearch(database, config, logger);
+  const embedder = search.semantic ? new EmbeddingClient(config) : null;
+  if (config.EMBEDDING_URL && !search.semantic) {
+    logger.warn({ reason: search.semanticReason }, 'semantic search unavailable; full-text only');
+  }
+  const deps = createDeps(config, logger, database, search, embedder);
   const app = createApp(deps);
   const handler = createFetchHandler(app, deps);
   const server = Bun.serve({
@@ -89,7 +97,9 @@ const PURGE_BATCH_SIZE = 1000;
  * Periodic housekeeping of the process. The returned function stops it at a safe point:
  * no new run starts, and a run in progress is awaited.
  */
-function startBackgroundWork({ db, config, logger }: AppDeps): () => Promise<void> {
+function startBackgroundWork({ db, config, logger, embedder }: AppDeps): () => Promise<void> {
+  const worker = embedder ? new EmbeddingWorker(db, embedder, config, logger) : null;
+  worker?.start();
   let running: Promise<void> | null = null;
   const purge = () => {
     if (running) return;
@@ -106,7 +116,7 @@ function startBackgroundWork({ db, config, logger }: AppDeps): () => Promise<voi
   const timer = setInterval(purge, PURGE_INTERVAL_MS);
   return async () => {
     clearInterval(timer);
-    await running;
+    await Promise.all([running, worker?.stop()]);
   };
 }
 

@@ -2,7 +2,11 @@ import { Writable } from 'node:stream';
 import { createApp } from '../../src/app';
 import { loadConfig } from '../../src/config';
 import { openDatabase } from '../../src/db/client';
+import { migrate } from '../../src/db/migrate';
+import { ensureSearch } from '../../src/db/search-setup';
 import { createDeps } from '../../src/deps';
+import { EmbeddingClient } from '../../src/embeddings/client';
+import { EmbeddingWorker } from '../../src/embeddings/worker';
 import { createLogger } from '../../src/logger';
 import { createFetchHandler } from '../../src/transport';
 
@@ -24,7 +28,10 @@ export class LogCapture extends Writable {
 export type TestApp = Awaited<ReturnType<typeof buildTestApp>>;
 
 /** The app in process against the test PostgreSQL, with its logs captured. */
-export async function buildTestApp(env: Record<string, string> = {}) {
+export async function buildTestApp(
+  env: Record<string, string> = {},
+  options: { worker?: boolean } = {},
+) {
   const config = loadConfig({
     DATABASE_URL: process.env.TEST_DATABASE_URL,
     ADMIN_API_KEY: ADMIN_KEY,
@@ -38,7 +45,14 @@ export async function buildTestApp(env: Record<string, string> = {}) {
   const logs = new LogCapture();
   const logger = createLogger(config.LOG_LEVEL, logs);
   const database = await openDatabase(config, logger);
-  const deps = createDeps(config, logger, database);
+  // As `serve` does: migrate (a no-op when up to date), then set search up.
+  await migrate(database);
+  const search = await ensureSearch(database, config, logger);
+  const embedder = search.semantic ? new EmbeddingClient(config) : null;
+  const deps = createDeps(config, logger, database, search, embedder);
+  // The background worker as the server runs it; tests that drive it by hand pass worker: false.
+  const worker = embedder ? new EmbeddingWorker(database.db, embedder, config, logger) : null;
+  if (worker && options.worker !== false) worker.start();
   const app = createApp(deps);
   const handler = createFetchHandler(app, deps);
 
@@ -93,7 +107,11 @@ export async function buildTestApp(env: Record<string, string> = {}) {
     db: database.db,
     call,
     tenant,
-    close: () => database.close(),
+    worker,
+    close: async () => {
+      await worker?.stop();
+      await database.close();
+    },
   };
 }
 

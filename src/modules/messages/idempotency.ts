@@ -2,6 +2,7 @@ import { and, eq, sql } from 'drizzle-orm';
 import { errorCodeOf, FOREIGN_KEY_VIOLATION } from '../../db/errors';
 import { rowsOf } from '../../db/migrate';
 import { idempotencyKeys } from '../../db/schema';
+import type { EmbeddingStatus } from '../../db/schema';
 import type { Database } from '../../db/types';
 import { AppError } from '../../lib/errors';
 import {
@@ -41,6 +42,8 @@ export interface IdempotencyOptions {
   /** The validated request body. */
   body: unknown;
   ttlSeconds: number;
+  /** Embedding status new messages start with (see PreparedMessages). */
+  embeddingStatus: EmbeddingStatus;
 }
 
 /**
@@ -56,11 +59,11 @@ export async function storeMessages<T>(
   options: IdempotencyOptions,
 ): Promise<WriteResult<T>> {
   if (options.key === undefined) {
-    const messages = await createMessages(db, tenantId, inputs);
+    const messages = await createMessages(db, tenantId, inputs, options.embeddingStatus);
     return { status: 201, body: respond(messages), replayed: false };
   }
   // Checked before the transaction opens: an invalid write never takes a key.
-  const prepared = prepareMessages(tenantId, inputs);
+  const prepared = prepareMessages(tenantId, inputs, options.embeddingStatus);
   const request: IdempotentRequest = {
     tenantId,
     key: options.key,

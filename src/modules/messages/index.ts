@@ -14,7 +14,9 @@ function reply<T>(set: Context['set'], result: WriteResult<T>): T {
 }
 
 /** Messages of the calling tenant: create (one or a batch), list, get, delete. */
-export function messagesModule({ db, cursors, keys, config }: AppDeps) {
+export function messagesModule({ db, cursors, keys, config, search }: AppDeps) {
+  // The index trigger queues new messages for embedding only when semantic search is on.
+  const embeddingStatus = search.semantic ? 'pending' : 'disabled';
   const m = messageModels(config.MAX_CONTENT_CHARS);
   const ttlSeconds = config.IDEMPOTENCY_TTL_SECONDS;
   return new Elysia({ name: 'messages', prefix: '/messages', detail: { tags: ['messages'] } })
@@ -27,6 +29,7 @@ export function messagesModule({ db, cursors, keys, config }: AppDeps) {
           route: `${request.method} ${route}`,
           body,
           ttlSeconds,
+          embeddingStatus,
         });
         return reply(set, result);
       },
@@ -50,6 +53,7 @@ export function messagesModule({ db, cursors, keys, config }: AppDeps) {
             route: `${request.method} ${route}`,
             body,
             ttlSeconds,
+            embeddingStatus,
           },
         );
         return reply(set, result);

@@ -110,6 +110,11 @@ export function messageModels(maxContentChars: number) {
     created_at: Timestamp,
     archived: t.Boolean(),
     archived_at: t.Nullable(Timestamp),
+    embedding_status: t.Union(
+      [t.Literal('pending'), t.Literal('ready'), t.Literal('failed'), t.Literal('disabled')],
+      { description: 'pending until the background worker has embedded the message' },
+    ),
+    embedding_error: t.Nullable(t.String({ description: 'Why embedding failed or is retrying' })),
   });
 
   return {

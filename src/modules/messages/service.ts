@@ -1,5 +1,12 @@
 import { and, asc, desc, eq, sql } from 'drizzle-orm';
-import { conversations, type MessageRole, type MessageRow, messages } from '../../db/schema';
+import {
+  conversations,
+  type EmbeddingStatus,
+  type MessageRole,
+  type MessageRow,
+  messageSearch,
+  messages,
+} from '../../db/schema';
 import { errorCodeOf, FOREIGN_KEY_VIOLATION } from '../../db/errors';
 import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
@@ -31,9 +38,17 @@ export interface MessageView {
   created_at: string;
   archived: boolean;
   archived_at: string | null;
+  embedding_status: EmbeddingStatus;
+  embedding_error: string | null;
 }
 
-export function toMessageView(row: MessageRow): MessageView {
+/** Where a message's embedding stands (from its search row). */
+export interface EmbeddingInfo {
+  status: EmbeddingStatus;
+  error: string | null;
+}
+
+export function toMessageView(row: MessageRow, embedding: EmbeddingInfo): MessageView {
   return {
     id: row.id,
     conversation_id: row.conversationId,
@@ -46,7 +61,25 @@ export function toMessageView(row: MessageRow): MessageView {
     created_at: row.createdAt.toISOString(),
     archived: row.archived,
     archived_at: row.archivedAt?.toISOString() ?? null,
+    embedding_status: embedding.status,
+    embedding_error: embedding.error,
   };
+}
+
+/** Columns of a message with its embedding state, for reads. */
+const withEmbedding = {
+  message: messages,
+  status: messageSearch.embeddingStatus,
+  error: messageSearch.embeddingError,
+};
+
+function viewOf(r: {
+  message: MessageRow;
+  status: EmbeddingStatus | null;
+  error: string | null;
+}): MessageView {
+  // A message always has its search row (a trigger inserts it); 'disabled' covers the gap.
+  return toMessageView(r.message, { status: r.status ?? 'disabled', error: r.error });
 }
 
 /** Messages checked and turned into rows, ready to insert (ids and times already assigned). */
@@ -55,20 +88,26 @@ export interface PreparedMessages {
   rows: ReturnType<typeof toRow>[];
   conversationIds: string[];
   now: number;
+  /** What the index trigger sets: 'pending' when embeddings are on, 'disabled' otherwise. */
+  embeddingStatus: EmbeddingStatus;
 }
 
 /**
  * Checks what the schema cannot (empty content, sizes, depth, time) and assigns ids and times,
  * without touching the database, so an invalid write is refused before any transaction opens.
  */
-export function prepareMessages(tenantId: string, inputs: MessageInput[]): PreparedMessages {
+export function prepareMessages(
+  tenantId: string,
+  inputs: MessageInput[],
+  embeddingStatus: EmbeddingStatus,
+): PreparedMessages {
   const now = Date.now();
   const rows = inputs.map((input, index) =>
     toRow(tenantId, input, now, inputs.length > 1 ? index : null),
   );
   // Sorted so that writers creating the same new conversations take their locks in one order.
   const conversationIds = [...new Set(rows.map((r) => r.conversationId))].sort();
-  return { tenantId, rows, conversationIds, now };
+  return { tenantId, rows, conversationIds, now, embeddingStatus };
 }
 
 /**
@@ -81,8 +120,9 @@ export async function createMessages(
   db: Database,
   tenantId: string,
   inputs: MessageInput[],
+  embeddingStatus: EmbeddingStatus,
 ): Promise<MessageView[]> {
-  const prepared = prepareMessages(tenantId, inputs);
+  const prepared = prepareMessages(tenantId, inputs, embeddingStatus);
   try {
     return await insertMessages(db, prepared);
   } catch (err) {
@@ -99,12 +139,12 @@ export async function createMessages(
  */
 export async function insertMessages(
   db: Database,
-  { tenantId, rows, conversationIds, now }: PreparedMessages,
+  { tenantId, rows, conversationIds, now, embeddingStatus }: PreparedMessages,
 ): Promise<MessageView[]> {
   const inserted = await insertRows(db, tenantId, conversationIds, rows, now);
   // RETURNING gives no order guarantee; answer in the order the caller sent.
   const byId = new Map(inserted.map((r) => [r.id, r]));
-  return rows.map((r) => toMessageView(byId.get(r.id)!));
+  return rows.map((r) => toMessageView(byId.get(r.id)!, { status: embeddingStatus, error: null }));
 }
 
 function insertRows(
@@ -196,11 +236,12 @@ function depthOf(value: unknown): number {
 
 export async function getMessage(db: Database, tenantId: string, id: string): Promise<MessageView> {
   const [row] = await db
-    .select()
+    .select(withEmbedding)
     .from(messages)
+    .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id))
     .where(and(eq(messages.tenantId, tenantId), eq(messages.id, id)));
   if (!row) throw notFound('Message');
-  return toMessageView(row);
+  return viewOf(row);
 }
 
 export async function deleteMessage(db: Database, tenantId: string, id: string): Promise<void> {
@@ -231,8 +272,9 @@ export async function listMessages(
   const after = page.cursor ? cursors.decode(tenantId, page.scope, page.cursor) : undefined;
   const dir = page.order === 'asc' ? asc : desc;
   const rows = await db
-    .select()
+    .select(withEmbedding)
     .from(messages)
+    .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id))
     .where(
       and(
         eq(messages.tenantId, tenantId),
@@ -250,8 +292,8 @@ export async function listMessages(
     .orderBy(dir(messages.createdAt), dir(messages.id))
     .limit(page.limit + 1);
   const { items, nextCursor } = pageOf(rows, page, tenantId, cursors, (r) => ({
-    k: r.createdAt.toISOString(),
-    i: r.id,
+    k: r.message.createdAt.toISOString(),
+    i: r.message.id,
   }));
-  return { messages: items.map(toMessageView), next_cursor: nextCursor };
+  return { messages: items.map(viewOf), next_cursor: nextCursor };
 }
