@@ -5,6 +5,7 @@ export type Command =
   | { kind: 'serve' }
   | { kind: 'migrate' }
   | { kind: 'healthcheck' }
+  | { kind: 'reindex-embeddings' }
   | { kind: 'version' }
   | { kind: 'help' };
 
@@ -14,6 +15,9 @@ Usage:
   threadstore [serve]      migrate (unless MIGRATE_ON_START=false), then serve the HTTP API
   threadstore migrate      apply pending database migrations and exit
   threadstore healthcheck  exit 0 if the server on PORT answers /livez (container probes)
+  threadstore embeddings reindex
+                           drop stored vectors and queue every message to be embedded again
+                           with EMBEDDING_MODEL and EMBEDDING_DIMENSIONS
   threadstore --version    print the version
   threadstore --help       print this help
 
@@ -28,6 +32,10 @@ export class UsageError extends Error {
 /** Parses argv (without the runtime and script); unknown commands or flags are usage errors. */
 export function parseArgs(args: string[]): Command {
   if (args.length === 0) return { kind: 'serve' };
+  if (args[0] === 'embeddings') {
+    if (args[1] === 'reindex' && args.length === 2) return { kind: 'reindex-embeddings' };
+    throw new UsageError(`unknown embeddings command: ${args.slice(1).join(' ') || '(none)'}`);
+  }
   if (args.length > 1) throw new UsageError(`unexpected argument: ${args[1]}`);
   switch (args[0]) {
     case 'serve':

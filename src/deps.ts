@@ -44,6 +44,8 @@ export function createDeps(
   search: SearchCapabilities = fullTextOnly(config),
   embedder: EmbeddingClient | null = null,
 ): AppDeps {
+  const metrics = createMetrics(database);
+  if (embedder) metrics.observeEmbeddings(embedder, database.db);
   return {
     config,
     logger,
@@ -51,7 +53,7 @@ export function createDeps(
     db: database.db,
     cursors: new CursorCodec(config.CURSOR_SECRET),
     keys: new KeyResolver(database.db, config.AUTH_CACHE_TTL_MS),
-    metrics: createMetrics(database),
+    metrics,
     search,
     embedder,
     startedAt: new Date(),

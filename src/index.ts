@@ -39,7 +39,11 @@ async function main(): Promise<void> {
   const logger = createLogger(config.LOG_LEVEL);
   // Loaded only here so --version, --help and the frequent container health probe skip
   // evaluating the whole application.
-  const { migrateOnly, serve } = await import('./server');
+  const { migrateOnly, reindexOnly, serve } = await import('./server');
+  if (command.kind === 'reindex-embeddings') {
+    await reindexOnly(config, logger);
+    process.exit(0);
+  }
   if (command.kind === 'migrate') {
     await migrateOnly(config, logger);
     process.exit(0);

@@ -1,5 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { DatabaseHandle } from './db/types';
+import type { Database, DatabaseHandle } from './db/types';
+import type { EmbeddingClient } from './embeddings/client';
+import { backlog } from './embeddings/worker';
 import { VERSION } from './version';
 
 /** Latency buckets in seconds: fine below 100 ms, where a healthy API spends its time. */
@@ -103,7 +105,65 @@ export function createMetrics(database: DatabaseHandle) {
     requestTimedOut() {
       timeouts.inc();
     },
+    /** Adds the embedding client's and the backlog's series (only when embeddings are on). */
+    observeEmbeddings(client: EmbeddingClient, db: Database) {
+      const calls = new Counter({
+        name: 'threadstore_embedding_requests_total',
+        help: 'Calls to the embedding service by outcome',
+        labelNames: ['outcome'] as const,
+        registers: [registry],
+      });
+      const latency = new Histogram({
+        name: 'threadstore_embedding_request_duration_seconds',
+        help: 'Latency of calls to the embedding service',
+        buckets: LATENCY_BUCKETS,
+        registers: [registry],
+      });
+      client.onCall = (outcome, seconds) => {
+        calls.inc({ outcome });
+        latency.observe(seconds);
+      };
+      new Gauge({
+        name: 'threadstore_embedding_circuit_state',
+        help: 'Embedding circuit breaker: 0 closed, 1 open, 2 half-open',
+        registers: [registry],
+        collect() {
+          this.set(CIRCUIT_VALUES[client.state().state]);
+        },
+      });
+      // One query per scrape feeds the three backlog gauges.
+      let reading: Promise<Awaited<ReturnType<typeof backlog>> | null> | null = null;
+      const read = () => {
+        reading ??= backlog(db)
+          .catch(() => null)
+          .finally(() => setTimeout(() => (reading = null), 0));
+        return reading;
+      };
+      const gauge = (
+        name: string,
+        help: string,
+        pick: (b: Awaited<ReturnType<typeof backlog>>) => number,
+      ) =>
+        new Gauge({
+          name,
+          help,
+          registers: [registry],
+          async collect() {
+            const b = await read();
+            if (b) this.set(pick(b));
+          },
+        });
+      gauge('threadstore_embedding_backlog', 'Messages waiting to be embedded', (b) => b.pending);
+      gauge(
+        'threadstore_embedding_oldest_pending_seconds',
+        'Age of the oldest message waiting to be embedded',
+        (b) => b.oldestSeconds,
+      );
+      gauge('threadstore_embedding_failed', 'Messages whose embedding failed', (b) => b.failed);
+    },
   };
 }
+
+const CIRCUIT_VALUES = { closed: 0, open: 1, 'half-open': 2 } as const;
 
 export type Metrics = ReturnType<typeof createMetrics>;

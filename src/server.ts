@@ -2,7 +2,7 @@ import { createApp } from './app';
 import type { Config } from './config';
 import { openDatabase } from './db/client';
 import { migrate } from './db/migrate';
-import { ensureSearch } from './db/search-setup';
+import { ensureSearch, reindexEmbeddings } from './db/search-setup';
 import { EmbeddingClient } from './embeddings/client';
 import { EmbeddingWorker } from './embeddings/worker';
 import { type AppDeps, createDeps } from './deps';
@@ -126,6 +126,23 @@ export async function migrateOnly(config: Config, logger: Logger): Promise<void>
   try {
     const applied = await migrate(database);
     logger.info({ applied }, 'migrations up to date');
+  } finally {
+    await database.close();
+  }
+}
+
+/** `threadstore embeddings reindex`: rebuilds the vectors for the configured model. */
+export async function reindexOnly(config: Config, logger: Logger): Promise<void> {
+  if (!config.EMBEDDING_URL)
+    throw new Error('EMBEDDING_URL is not set: there is nothing to re-embed with');
+  const database = await openDatabase(config, logger);
+  try {
+    await migrate(database);
+    const queued = await reindexEmbeddings(database, config);
+    logger.info(
+      { queued, model: config.EMBEDDING_MODEL, dimensions: config.EMBEDDING_DIMENSIONS },
+      'embeddings reset; the server embeds the queue',
+    );
   } finally {
     await database.close();
   }

@@ -68,10 +68,17 @@ describe('command line', () => {
     expect(parseArgs(['--version'])).toEqual({ kind: 'version' });
     expect(parseArgs(['--help'])).toEqual({ kind: 'help' });
     expect(parseArgs(['healthcheck'])).toEqual({ kind: 'healthcheck' });
+    expect(parseArgs(['embeddings', 'reindex'])).toEqual({ kind: 'reindex-embeddings' });
   });
 
   test('refuses unknown commands and flags', () => {
-    for (const args of [['bogus'], ['--nope'], ['serve', 'extra']]) {
+    for (const args of [
+      ['bogus'],
+      ['--nope'],
+      ['serve', 'extra'],
+      ['embeddings'],
+      ['embeddings', 'x'],
+    ]) {
       expect(() => parseArgs(args)).toThrow(UsageError);
     }
   });

@@ -43,7 +43,7 @@ describe('admin health report', () => {
     const [pool] = res.json.checks['database:connections'];
     expect(pool).toMatchObject({ observedUnit: 'connections', max: t.config.DB_POOL_MAX });
     expect(pool.waiting).toBe(0);
-    expect(res.json.checks.embeddings[0].output).toBe('not configured');
+    expect(res.json.checks.embeddings[0].output).toBe('disabled: embeddings are not configured (EMBEDDING_URL)');
     expect(res.json.checks.retention[0].output).toBe('no run yet');
     expect(res.json.checks.uptime[0]).toMatchObject({ observedUnit: 's', componentType: 'system' });
   });
@@ -135,7 +135,7 @@ describe('when its database hangs', () => {
       ping: () => new Promise<void>(() => {}),
     } satisfies DatabaseHandle;
     const started = performance.now();
-    const report = await healthReport(hung, new Date());
+    const report = await healthReport({ ...t.deps, database: hung, startedAt: new Date() });
     expect(performance.now() - started).toBeLessThan(DATABASE_TIMEOUT_MS + 1000);
     expect(report.status).toBe('fail');
     expect(report.checks['database:responseTime'][0]!.output).toContain('timed out');
@@ -147,7 +147,7 @@ describe('when its database hangs', () => {
       ...t.database,
       poolStats: () => ({ max: 2, inUse: 2, waiting: 3 }),
     } satisfies DatabaseHandle;
-    const report = await healthReport(busy, new Date());
+    const report = await healthReport({ ...t.deps, database: busy, startedAt: new Date() });
     expect(report.status).toBe('warn');
     expect(report.checks['database:connections'][0]).toMatchObject({
       status: 'warn',

@@ -175,3 +175,15 @@ export async function backlog(
     failed: row?.failed ?? 0,
   };
 }
+
+/** Puts failed messages (of one tenant, or all) back in the queue; returns how many. */
+export async function requeueFailed(db: Database, tenantId?: string): Promise<number> {
+  const rows = rowsOf<{ id: string }>(
+    await db.execute(sql`
+      update message_search set embedding_status = 'pending', embedding_error = null,
+        lease_until = null
+      where embedding_status = 'failed' ${tenantId ? sql`and tenant_id = ${tenantId}` : sql``}
+      returning message_id as id`),
+  );
+  return rows.length;
+}

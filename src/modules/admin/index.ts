@@ -1,6 +1,9 @@
-import { Elysia } from 'elysia';
+import { Elysia, t } from 'elysia';
+import { reindexEmbeddings } from '../../db/search-setup';
+import { requeueFailed } from '../../embeddings/worker';
+import { AppError } from '../../lib/errors';
 import type { AppDeps } from '../../deps';
-import { ErrorResponse } from '../../lib/schemas';
+import { commonErrors, ErrorResponse, Uuid } from '../../lib/schemas';
 import { adminAuth } from '../../plugins/auth';
 import { HealthReport } from '../health/model';
 import { healthReport } from '../health/service';
@@ -13,13 +16,14 @@ const HEALTH_JSON = 'application/health+json';
  * probes in modules/health; this module only puts it behind the admin key, since the report
  * names internals (pool size, database errors) that anonymous callers should not see.
  */
-export function adminModule({ config, database, startedAt }: AppDeps) {
+export function adminModule(deps: AppDeps) {
+  const { config } = deps;
   return new Elysia({ name: 'admin', prefix: '/admin', detail: { tags: ['admin'] } })
     .use(adminAuth(config.ADMIN_API_KEY))
     .get(
       '/health',
       async ({ set }) => {
-        const report = await healthReport(database, startedAt);
+        const report = await healthReport(deps);
         set.headers['content-type'] = HEALTH_JSON;
         set.headers['cache-control'] = 'no-store';
         // warn is still healthy: only fail takes the service out (the draft's mapping).
@@ -36,5 +40,50 @@ export function adminModule({ config, database, startedAt }: AppDeps) {
           security: [{ adminKey: [] }],
         },
       },
+    )
+    .post(
+      '/embeddings/retry',
+      async ({ body }) => {
+        requireSemantic(deps);
+        return { requeued: await requeueFailed(deps.db, body?.tenant_id) };
+      },
+      {
+        body: t.Union([
+          t.Object({ tenant_id: t.Optional(Uuid) }, { additionalProperties: false }),
+          t.Undefined(),
+        ]),
+        response: { 200: t.Object({ requeued: t.Integer() }), ...commonErrors },
+        detail: {
+          summary: 'Queue messages whose embedding failed again (of one tenant, or all)',
+          security: [{ adminKey: [] }],
+        },
+      },
+    )
+    .post(
+      '/embeddings/reindex',
+      async () => {
+        requireSemantic(deps);
+        return { queued: await reindexEmbeddings(deps.database, config) };
+      },
+      {
+        response: { 200: t.Object({ queued: t.Integer() }), ...commonErrors },
+        detail: {
+          summary: 'Drop every stored vector and embed all messages again with the current model',
+          description:
+            'Rebuilds the vector column for EMBEDDING_MODEL and EMBEDDING_DIMENSIONS; until the ' +
+            'backlog drains, semantic search finds only what is re-embedded.',
+          security: [{ adminKey: [] }],
+        },
+      },
     );
+}
+
+function requireSemantic({ search }: AppDeps): void {
+  if (!search.semantic) {
+    throw new AppError(
+      409,
+      'semantic_search_disabled',
+      `Semantic search is unavailable: ${search.semanticReason}`,
+    );
+  }
 }

@@ -23,6 +23,17 @@ export const HealthCheck = t.Object(
     output: t.Optional(t.String({ description: 'Why the check is not passing, or a note' })),
     max: t.Optional(t.Integer({ description: 'Connections the pool may open' })),
     waiting: t.Optional(t.Integer({ description: 'Queries waiting for a connection' })),
+    circuit: t.Optional(
+      t.Union([t.Literal('closed'), t.Literal('open'), t.Literal('half-open')], {
+        description: 'State of the embedding service circuit breaker',
+      }),
+    ),
+    lastError: t.Optional(t.String({ description: 'Last failure of the component and when' })),
+    latencyMs: t.Optional(t.Number({ description: 'Duration of the last call, in ms' })),
+    oldestPendingSeconds: t.Optional(
+      t.Number({ description: 'Age of the oldest message waiting to be embedded' }),
+    ),
+    failedMessages: t.Optional(t.Integer({ description: 'Messages whose embedding failed' })),
   },
   { description: 'One reading of one component (draft-inadarei-api-health-check)' },
 );

@@ -1,6 +1,10 @@
 import type { Static } from '@sinclair/typebox';
 import { migrationsApplied } from '../../db/migrate';
 import type { DatabaseHandle } from '../../db/types';
+import type { AppDeps } from '../../deps';
+import type { EmbeddingClient } from '../../embeddings/client';
+import type { SearchCapabilities } from '../../embeddings/types';
+import { backlog } from '../../embeddings/worker';
 import { VERSION } from '../../version';
 import type { HealthCheck, HealthReport, HealthStatus } from './model';
 
@@ -39,7 +43,12 @@ export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
  * Reads every component and rates the whole: the worst status of the checks. Never throws: a
  * failing component is a `fail` reading, since the report exists to describe failures.
  */
-export async function healthReport(database: DatabaseHandle, startedAt: Date): Promise<Report> {
+export async function healthReport({
+  database,
+  startedAt,
+  search,
+  embedder,
+}: Pick<AppDeps, 'database' | 'startedAt' | 'search' | 'embedder'>): Promise<Report> {
   // Read before the ping takes a connection, so the report does not count itself.
   const pool = database.poolStats();
   const deadline = performance.now() + DATABASE_TIMEOUT_MS;
@@ -60,11 +69,10 @@ export async function healthReport(database: DatabaseHandle, startedAt: Date): P
       },
     ],
     migrations: [await migrationsCheck(database, ping.status !== 'fail', deadline)],
-    // Placeholders until those features exist; an unconfigured embedding service is an
-    // operator's choice, not a fault.
     embeddings: [
-      { componentType: 'component', status: 'pass', output: 'not configured', time: now() },
+      await embeddingsCheck(database, search, embedder, ping.status !== 'fail', deadline),
     ],
+    // A placeholder until the retention job exists.
     retention: [{ componentType: 'component', status: 'pass', output: 'no run yet', time: now() }],
     uptime: [
       {
@@ -151,4 +159,59 @@ function messageOf(err: unknown): string {
 
 function now(): string {
   return new Date().toISOString();
+}
+
+/**
+ * The embedding service and its backlog. Trouble here is `warn`, never `fail`: messages are
+ * still stored and served, and full-text search still works. Embeddings left unconfigured are
+ * an operator's choice, not a fault.
+ */
+async function embeddingsCheck(
+  database: DatabaseHandle,
+  search: SearchCapabilities,
+  embedder: EmbeddingClient | null,
+  reachable: boolean,
+  deadline: number,
+): Promise<Check> {
+  const base = { componentType: 'component', time: now() } as const;
+  if (!search.embeddingsEnabled) {
+    return { ...base, status: 'pass', output: `disabled: ${search.semanticReason}` };
+  }
+  if (!search.semantic || !embedder) {
+    return {
+      ...base,
+      status: 'warn',
+      output: `semantic search unavailable: ${search.semanticReason}`,
+    };
+  }
+  const client = embedder.state();
+  let pending: Awaited<ReturnType<typeof backlog>> | null = null;
+  if (reachable) {
+    try {
+      pending = await withTimeout(backlog(database.db), Math.max(deadline - performance.now(), 1));
+    } catch {
+      pending = null;
+    }
+  }
+  const problems: string[] = [];
+  if (client.state !== 'closed') problems.push(`circuit ${client.state}`);
+  if (client.state !== 'closed' && client.lastError) problems.push(client.lastError.message);
+  return {
+    ...base,
+    status: problems.length > 0 ? 'warn' : 'pass',
+    ...(problems.length > 0 ? { output: problems.join(': ') } : {}),
+    circuit: client.state,
+    ...(pending
+      ? {
+          observedValue: pending.pending,
+          observedUnit: 'pending messages',
+          oldestPendingSeconds: Math.round(pending.oldestSeconds),
+          failedMessages: pending.failed,
+        }
+      : {}),
+    ...(client.lastError
+      ? { lastError: `${client.lastError.at}: ${client.lastError.message}` }
+      : {}),
+    ...(client.lastLatencyMs !== undefined ? { latencyMs: client.lastLatencyMs } : {}),
+  };
 }
