@@ -143,9 +143,18 @@ export class EmbeddingClient implements QueryEmbedder {
     return { state: breakerState(this.breaker.state), ...this.observed };
   }
 
-  /** True while the breaker fails fast (the worker then waits instead of claiming work). */
+  /** True while the breaker is open. */
   isOpen(): boolean {
     return this.breaker.state === CircuitState.Open;
+  }
+
+  /**
+   * True while the open breaker is still cooling down: the worker then waits instead of claiming
+   * work. Afterwards the breaker moves to half-open only when a call is made, so the next call
+   * is the probe.
+   */
+  isCoolingDown(): boolean {
+    return this.isOpen() && Date.now() < this.openedAt + this.config.EMBEDDING_BREAKER_COOLDOWN_MS;
   }
 
   /** Seconds until the breaker lets a probe through (at least 1). */

@@ -13,8 +13,11 @@ interface Claimed {
   text: string;
 }
 
-/** How long a batch that failed transiently waits before any worker takes it again. */
-const RELEASE_DELAY_MS = 5000;
+/**
+ * How long a batch that failed transiently waits before any worker takes it again, at most;
+ * never longer than the breaker's cool-down, after which the service may be back.
+ */
+const MAX_RELEASE_DELAY_MS = 5000;
 
 /**
  * Embeds pending messages in the background. Work is claimed with FOR UPDATE SKIP LOCKED and
@@ -52,7 +55,7 @@ export class EmbeddingWorker {
     while (!this.stopped) {
       let claimed = 0;
       try {
-        if (!this.client.isOpen()) claimed = await this.runOnce();
+        if (!this.client.isCoolingDown()) claimed = await this.runOnce();
       } catch (err) {
         // The database is away or the claim failed: wait and try again.
         this.logger.warn({ err: describe(err) }, 'embedding worker iteration failed');
@@ -136,7 +139,7 @@ export class EmbeddingWorker {
     const ids: SQL[] = batch.map((m) => sql`${m.id}::uuid`);
     await this.db.execute(sql`
       update message_search
-      set lease_until = now() + make_interval(secs => ${RELEASE_DELAY_MS / 1000}),
+      set lease_until = now() + make_interval(secs => ${Math.min(MAX_RELEASE_DELAY_MS, this.config.EMBEDDING_BREAKER_COOLDOWN_MS) / 1000}),
           embedding_error = ${error}
       where message_id in (${sql.join(ids, sql`, `)}) and embedding_status = 'pending'`);
   }

@@ -1,0 +1,248 @@
+import { afterAll, beforeAll, expect, test } from 'bun:test';
+import { openDatabase } from '../src/db/client';
+import { migrate } from '../src/db/migrate';
+import { loadConfig } from '../src/config';
+import { EmbeddingClient } from '../src/embeddings/client';
+import { EmbeddingsUnavailableError } from '../src/embeddings/types';
+import { createLogger } from '../src/logger';
+import { ADMIN_KEY, buildTestApp, type TestApp } from './support/app';
+import { startEmbeddingServer } from './support/embedding-server';
+import { createDatabase } from './support/postgres';
+import { requirePgvector } from './support/requires';
+
+const describeWithPgvector = await requirePgvector();
+
+const DIMS = 16;
+const server = startEmbeddingServer({ dimensions: DIMS });
+let url = '';
+const apps: TestApp[] = [];
+
+/** Settings that make the breaker and the worker quick enough to watch in a test. */
+const env = () => ({
+  DATABASE_URL: url,
+  EMBEDDING_URL: server.url,
+  EMBEDDING_API_KEY: server.apiKey!,
+  EMBEDDING_MODEL: 'test-model',
+  EMBEDDING_DIMENSIONS: String(DIMS),
+  EMBEDDING_TIMEOUT_MS: '500',
+  EMBEDDING_MAX_RETRIES: '1',
+  EMBEDDING_BREAKER_THRESHOLD: '3',
+  EMBEDDING_BREAKER_COOLDOWN_MS: '800',
+  EMBEDDING_POLL_INTERVAL_MS: '50',
+  EMBEDDING_BATCH_SIZE: '8',
+});
+
+beforeAll(async () => {
+  url = await createDatabase(
+    process.env.TEST_DATABASE_URL!,
+    `emb_${crypto.randomUUID().slice(0, 8)}`,
+  );
+});
+afterAll(async () => {
+  for (const app of apps) await app.close();
+  await server.stop();
+});
+
+async function app(options: { worker?: boolean } = {}) {
+  const t = await buildTestApp(env(), options);
+  apps.push(t);
+  return t;
+}
+
+async function until<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (ok(v)) return v;
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v)}`);
+    await Bun.sleep(50);
+  }
+}
+
+const post = (t: TestApp, key: string, content: string) =>
+  t.call('POST', '/v1/messages', { key, body: { conversation_id: 'e', role: 'user', content } });
+
+describeWithPgvector('the embedding pipeline', () => {
+  test('a write is stored pending at once, even while the service stalls, then embedded once', async () => {
+    const t = await app();
+    const { api_key } = await t.tenant();
+    server.reset();
+    server.mode = 'stall';
+    const started = performance.now();
+    const res = await post(t, api_key, 'written while the embedder stalls');
+    expect(performance.now() - started).toBeLessThan(400);
+    expect(res.status).toBe(201);
+    expect(res.json.embedding_status).toBe('pending');
+    server.mode = 'ok';
+    server.release();
+    const ready = await until(
+      'ready',
+      () => t.call('GET', `/v1/messages/${res.json.id}`, { key: api_key }),
+      (r) => r.json.embedding_status === 'ready',
+    );
+    expect(ready.json.embedding_error).toBeNull();
+    await Bun.sleep(200);
+    expect(server.timesEmbedded('written while the embedder stalls')).toBe(1);
+  });
+
+  test('an outage: writes succeed, the circuit opens, health warns; then it closes and the backlog drains', async () => {
+    const t = await app();
+    const { api_key } = await t.tenant();
+    server.reset();
+    server.mode = 'fail500';
+    const contents = Array.from({ length: 12 }, (_, i) => `outage message ${i}`);
+    for (const c of contents) expect((await post(t, api_key, c)).status).toBe(201);
+    const open = await until(
+      'an open circuit',
+      () => t.call('GET', '/v1/admin/health', { key: ADMIN_KEY }),
+      (r) => r.json.checks.embeddings[0].circuit === 'open',
+    );
+    expect(open.status).toBe(200);
+    expect(open.json.status).toBe('warn');
+    expect(open.json.checks.embeddings[0].output).toContain('circuit open');
+    expect(open.json.checks.embeddings[0].lastError).toContain('HTTP 500');
+    expect(open.json.checks.embeddings[0].observedValue).toBeGreaterThan(0);
+    const metrics = await t.call('GET', '/metrics');
+    expect(metrics.text).toContain('threadstore_embedding_circuit_state 1');
+    expect(metrics.text).toMatch(/threadstore_embedding_backlog [1-9]/);
+    // While open, the worker does not hammer the service.
+    const callsWhileOpen = server.calls;
+    await Bun.sleep(300);
+    expect(server.calls - callsWhileOpen).toBeLessThanOrEqual(1);
+
+    server.mode = 'ok';
+    const healthy = await until(
+      'a drained backlog',
+      () => t.call('GET', '/v1/admin/health', { key: ADMIN_KEY }),
+      (r) => r.json.checks.embeddings[0].observedValue === 0 && r.json.status === 'pass',
+      20_000,
+    );
+    expect(healthy.json.checks.embeddings[0].circuit).toBe('closed');
+    for (const c of contents) expect(server.timesEmbedded(c)).toBe(1);
+  }, 30_000);
+
+  test('429 with Retry-After is retried after the delay it asks for', async () => {
+    const t = await app();
+    const { api_key } = await t.tenant();
+    server.reset();
+    server.retryAfterSeconds = 1;
+    server.failNext(1, 'rateLimit429');
+    const started = Date.now();
+    const res = await post(t, api_key, 'rate limited once');
+    await until(
+      'ready',
+      () => t.call('GET', `/v1/messages/${res.json.id}`, { key: api_key }),
+      (r) => r.json.embedding_status === 'ready',
+    );
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+    expect(server.callsByMode.rateLimit429).toBe(1);
+  });
+
+  test('a refused input fails that message alone, with a clear error, and can be retried', async () => {
+    const t = await app({ worker: false });
+    const { api_key, id: tenantId } = await t.tenant();
+    server.reset();
+    const good = await post(t, api_key, 'an ordinary message');
+    const bad = await post(t, api_key, 'the provider refuses this one');
+    server.failNext(2, 'reject400'); // the batch, then the first of the one-by-one calls
+    // The batch is refused; one by one, the first message is refused too, the second passes.
+    await t.worker!.runOnce();
+    const [g, b] = await Promise.all([
+      t.call('GET', `/v1/messages/${good.json.id}`, { key: api_key }),
+      t.call('GET', `/v1/messages/${bad.json.id}`, { key: api_key }),
+    ]);
+    const failed = [g.json, b.json].filter((m) => m.embedding_status === 'failed');
+    expect(failed.length).toBe(1);
+    expect(failed[0].embedding_error).toContain('refused');
+    expect([g.json, b.json].filter((m) => m.embedding_status === 'ready').length).toBe(1);
+    const retry = await t.call('POST', '/v1/admin/embeddings/retry', {
+      key: ADMIN_KEY,
+      body: { tenant_id: tenantId },
+    });
+    expect(retry.json).toEqual({ requeued: 1 });
+    await t.worker!.runOnce();
+    const again = await t.call('GET', `/v1/messages/${failed[0].id}`, { key: api_key });
+    expect(again.json.embedding_status).toBe('ready');
+  });
+
+  test('vectors of the wrong dimension are refused and the message stays pending', async () => {
+    const t = await app({ worker: false });
+    const { api_key } = await t.tenant();
+    server.reset();
+    server.mode = 'wrongDimension';
+    const res = await post(t, api_key, 'wrong dimension');
+    await t.worker!.runOnce();
+    const got = await t.call('GET', `/v1/messages/${res.json.id}`, { key: api_key });
+    expect(got.json.embedding_status).toBe('pending');
+    expect(got.json.embedding_error).toContain(`expected ${DIMS}`);
+    server.mode = 'ok';
+  });
+
+  test('three workers share a backlog and embed each message exactly once', async () => {
+    const writer = await app({ worker: false });
+    const { api_key } = await writer.tenant();
+    server.reset();
+    server.mode = 'slow';
+    server.delayMs = 30;
+    const contents = Array.from({ length: 60 }, (_, i) => `shared backlog ${i}`);
+    await writer.call('POST', '/v1/messages/batch', {
+      key: api_key,
+      body: {
+        messages: contents.map((content) => ({ conversation_id: 'b', role: 'user', content })),
+      },
+    });
+    await Promise.all([app(), app(), app()]);
+    await until(
+      'all embedded',
+      async () => contents.filter((c) => server.timesEmbedded(c) > 0).length,
+      (n) => n === 60,
+    );
+    await Bun.sleep(300);
+    for (const c of contents) expect(server.timesEmbedded(c)).toBe(1);
+    server.mode = 'ok';
+  });
+});
+
+test('a search query gets at most its budget, then a clear EmbeddingsUnavailableError', async () => {
+  server.reset();
+  server.mode = 'stall';
+  const client = new EmbeddingClient(
+    loadConfig({
+      EMBEDDING_URL: server.url,
+      EMBEDDING_API_KEY: server.apiKey!,
+      EMBEDDING_DIMENSIONS: String(DIMS),
+      EMBEDDING_QUERY_BUDGET_MS: '600',
+      EMBEDDING_TIMEOUT_MS: '5000',
+    }),
+  );
+  const started = performance.now();
+  const err = await client.embedQuery('anything').catch((e) => e);
+  expect(performance.now() - started).toBeLessThan(1000);
+  expect(err).toBeInstanceOf(EmbeddingsUnavailableError);
+  expect(err.retryAfterSeconds).toBeGreaterThanOrEqual(1);
+  server.release();
+  server.mode = 'ok';
+  expect((await client.embedQuery('refund for my order')).length).toBe(DIMS);
+});
+
+describeWithPgvector('stored embeddings', () => {
+  test('the embedding model or dimension cannot change silently', async () => {
+    const fresh = await createDatabase(
+      process.env.TEST_DATABASE_URL!,
+      `emb_${crypto.randomUUID().slice(0, 8)}`,
+    );
+    const logger = createLogger('silent');
+    const handle = await openDatabase(loadConfig({ DATABASE_URL: fresh }), logger);
+    await migrate(handle);
+    await handle.close();
+    const first = await buildTestApp({ ...env(), DATABASE_URL: fresh });
+    await first.close();
+    const changed = buildTestApp({
+      ...env(),
+      DATABASE_URL: fresh,
+      EMBEDDING_DIMENSIONS: String(DIMS * 2),
+    });
+    await expect(changed).rejects.toThrow(/threadstore embeddings reindex/);
+  });
+});
