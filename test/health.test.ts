@@ -43,7 +43,9 @@ describe('admin health report', () => {
     const [pool] = res.json.checks['database:connections'];
     expect(pool).toMatchObject({ observedUnit: 'connections', max: t.config.DB_POOL_MAX });
     expect(pool.waiting).toBe(0);
-    expect(res.json.checks.embeddings[0].output).toBe('disabled: embeddings are not configured (EMBEDDING_URL)');
+    expect(res.json.checks.embeddings[0].output).toBe(
+      'disabled: embeddings are not configured (EMBEDDING_URL)',
+    );
     expect(res.json.checks.retention[0].output).toBe('no run yet');
     expect(res.json.checks.uptime[0]).toMatchObject({ observedUnit: 's', componentType: 'system' });
   });

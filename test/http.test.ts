@@ -109,10 +109,13 @@ const closedPort = await new Promise<number>((resolve) => {
     srv.close(() => resolve(port));
   });
 });
-const down = await buildTestApp({
-  DATABASE_URL: `postgres://postgres@127.0.0.1:${closedPort}/postgres`,
-  DB_CONNECT_TIMEOUT_MS: '1000',
-});
+const down = await buildTestApp(
+  {
+    DATABASE_URL: `postgres://postgres@127.0.0.1:${closedPort}/postgres`,
+    DB_CONNECT_TIMEOUT_MS: '1000',
+  },
+  { setup: false },
+);
 afterAll(() => down.close());
 
 describe('an unreachable database', () => {

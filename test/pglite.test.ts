@@ -2,13 +2,14 @@
 // from scratch, behind the same app as PostgreSQL. One instance for the whole file: creating one
 // costs seconds.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { sql } from 'drizzle-orm';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createApp } from '../src/app';
 import { loadConfig } from '../src/config';
 import { openDatabase } from '../src/db/client';
-import { migrate } from '../src/db/migrate';
+import { migrate, rowsOf } from '../src/db/migrate';
 import type { DatabaseHandle } from '../src/db/types';
 import { createDeps } from '../src/deps';
 import { createLogger } from '../src/logger';
@@ -123,6 +124,32 @@ describe('the embedded database', () => {
     expect((await call('GET', `/v1/messages/${created.json.id}`, b)).status).toBe(404);
     const list = await call('GET', '/v1/messages?conversation_id=private', b);
     expect(list.json.messages).toEqual([]);
+  });
+
+  test('has pgvector, created at start-up, with HNSW and cosine ordering', async () => {
+    const run = async <T>(query: ReturnType<typeof sql>) =>
+      rowsOf<T>(await database.db.execute(query));
+    const [ext] = await run<{ extversion: string }>(
+      sql`select extversion from pg_extension where extname = 'vector'`,
+    );
+    expect(ext?.extversion).toMatch(/^\d+\.\d+\.\d+$/);
+    // Idempotent, as every start-up runs it.
+    await run(sql`create extension if not exists vector`);
+
+    await run(sql`create table pgvector_check (id int primary key, embedding vector(3) not null)`);
+    await run(
+      sql`create index pgvector_check_hnsw on pgvector_check using hnsw (embedding vector_cosine_ops)`,
+    );
+    await run(
+      sql`insert into pgvector_check values (1, '[1,0,0]'), (2, '[0,1,0]'), (3, '[0.9,0.1,0]')`,
+    );
+    const nearest = await run<{ id: number }>(
+      sql`select id from pgvector_check order by embedding <=> '[1,0,0]' limit 2`,
+    );
+    expect(nearest.map((row) => row.id)).toEqual([1, 3]);
+    await run(sql`drop table pgvector_check`);
+    // The bundle copy made for PGlite does not outlive start-up.
+    expect(existsSync(join(dataDir, '.pgvector.tar.gz'))).toBe(false);
   });
 
   test('cannot be opened twice at once: two writers would corrupt it', async () => {

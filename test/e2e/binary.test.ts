@@ -404,6 +404,10 @@ describe('with the embedded database', () => {
       expect(first.logs().find((l) => l.msg === 'threadstore listening')).toMatchObject({
         database: 'pglite',
       });
+      // pgvector loads from the bundle embedded in the binary, which PGlite cannot read in place.
+      expect(first.logs().find((l) => l.msg === 'embedded database opened')).toMatchObject({
+        vector: expect.stringMatching(/^\d+\.\d+\.\d+$/),
+      });
       expect(await first.stop()).toBe(0);
       expect(existsSync(join(firstCwd, 'data', 'PG_VERSION'))).toBe(true);
       // Released on a clean stop, so the next start does not have to judge a stale lock.

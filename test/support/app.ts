@@ -4,7 +4,7 @@ import { loadConfig } from '../../src/config';
 import { openDatabase } from '../../src/db/client';
 import { migrate } from '../../src/db/migrate';
 import { ensureSearch } from '../../src/db/search-setup';
-import { createDeps } from '../../src/deps';
+import { createDeps, fullTextOnly } from '../../src/deps';
 import { EmbeddingClient } from '../../src/embeddings/client';
 import { EmbeddingWorker } from '../../src/embeddings/worker';
 import { createLogger } from '../../src/logger';
@@ -30,7 +30,8 @@ export type TestApp = Awaited<ReturnType<typeof buildTestApp>>;
 /** The app in process against the test PostgreSQL, with its logs captured. */
 export async function buildTestApp(
   env: Record<string, string> = {},
-  options: { worker?: boolean } = {},
+  /** worker: false to drive the embedding worker by hand; setup: false for a database that is down. */
+  options: { worker?: boolean; setup?: boolean } = {},
 ) {
   const config = loadConfig({
     DATABASE_URL: process.env.TEST_DATABASE_URL,
@@ -46,8 +47,11 @@ export async function buildTestApp(
   const logger = createLogger(config.LOG_LEVEL, logs);
   const database = await openDatabase(config, logger);
   // As `serve` does: migrate (a no-op when up to date), then set search up.
-  await migrate(database);
-  const search = await ensureSearch(database, config, logger);
+  let search = fullTextOnly(config);
+  if (options.setup !== false) {
+    await migrate(database);
+    search = await ensureSearch(database, config, logger);
+  }
   const embedder = search.semantic ? new EmbeddingClient(config) : null;
   const deps = createDeps(config, logger, database, search, embedder);
   // The background worker as the server runs it; tests that drive it by hand pass worker: false.
