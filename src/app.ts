@@ -5,6 +5,7 @@ import { adminModule } from './modules/admin';
 import { conversationsModule } from './modules/conversations';
 import { healthModule } from './modules/health';
 import { messagesModule } from './modules/messages';
+import { searchModule } from './modules/search';
 import { tenantsModule } from './modules/tenants';
 import { cors, parseOrigins } from './plugins/cors';
 import { errors } from './plugins/errors';
@@ -54,6 +55,7 @@ export function createApp(deps: AppDeps) {
           .use(tenantsModule(deps))
           .use(adminModule(deps))
           .use(messagesModule(deps))
+          .use(searchModule(deps))
           .use(conversationsModule(deps)),
       )
   );

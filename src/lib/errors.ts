@@ -17,6 +17,8 @@ export type ErrorCode =
   | 'rate_limited'
   | 'request_timeout'
   | 'idempotency_conflict'
+  | 'semantic_search_disabled'
+  | 'embeddings_unavailable'
   | 'internal_error';
 
 /** The one error type handlers throw; the error plugin turns it into the one error body. */
