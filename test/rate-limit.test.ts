@@ -93,6 +93,13 @@ describe('write budget', () => {
     expect((await t.call('GET', '/v1/messages', { key: api_key })).status).toBe(200);
     expect((await t.call('GET', '/v1/conversations', { key: api_key })).status).toBe(200);
     expect((await t.call('GET', '/v1/messages', { key: api_key })).status).toBe(429);
+    // A search is a read, though it is a POST.
+    const search = await t.call('POST', '/v1/search', {
+      key: api_key,
+      body: { query: 'x', mode: 'fulltext' },
+    });
+    expect(search.status).toBe(429);
+    expect(search.json.error.details.budget).toBe('read');
   });
 });
 

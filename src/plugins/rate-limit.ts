@@ -21,6 +21,8 @@ export function budgetOf(method: string, path: string): Budget {
   if (OPERATOR_PATHS.has(path) || path.startsWith('/docs/') || path.startsWith('/v1/admin')) {
     return 'admin';
   }
+  // Searches are POSTs (the query is a body) but read nothing into the store.
+  if (path === '/v1/search') return 'read';
   return WRITE_METHODS.has(method) ? 'write' : 'read';
 }
 
