@@ -179,6 +179,32 @@ describeWithPgvector('the embedding pipeline', () => {
     server.mode = 'ok';
   });
 
+  test('reindex drops the vectors and embeds every message again', async () => {
+    const t = await app();
+    const { api_key } = await t.tenant();
+    server.reset();
+    const res = await post(t, api_key, 'embedded twice after a reindex');
+    await until(
+      'ready',
+      () => t.call('GET', `/v1/messages/${res.json.id}`, { key: api_key }),
+      (r) => r.json.embedding_status === 'ready',
+    );
+    const reindex = await t.call('POST', '/v1/admin/embeddings/reindex', { key: ADMIN_KEY });
+    expect(reindex.status).toBe(200);
+    expect(reindex.json.queued).toBeGreaterThanOrEqual(1);
+    await until(
+      'embedded again',
+      async () => server.timesEmbedded('embedded twice after a reindex'),
+      (n) => n === 2,
+    );
+    const got = await until(
+      'ready again',
+      () => t.call('GET', `/v1/messages/${res.json.id}`, { key: api_key }),
+      (r) => r.json.embedding_status === 'ready',
+    );
+    expect(got.json.embedding_error).toBeNull();
+  }, 20_000);
+
   test('three workers share a backlog and embed each message exactly once', async () => {
     const writer = await app({ worker: false });
     const { api_key } = await writer.tenant();
@@ -244,5 +270,28 @@ describeWithPgvector('stored embeddings', () => {
       EMBEDDING_DIMENSIONS: String(DIMS * 2),
     });
     await expect(changed).rejects.toThrow(/threadstore embeddings reindex/);
+  });
+});
+
+describeWithPgvector('full-text language', () => {
+  test('a new SEARCH_LANGUAGE rebuilds the stored full-text vectors at start-up', async () => {
+    const fresh = await createDatabase(
+      process.env.TEST_DATABASE_URL!,
+      `lang_${crypto.randomUUID().slice(0, 8)}`,
+    );
+    const simple = await buildTestApp({ DATABASE_URL: fresh, SEARCH_LANGUAGE: 'simple' });
+    const { api_key } = await simple.tenant();
+    await simple.call('POST', '/v1/messages', {
+      key: api_key,
+      body: { conversation_id: 'l', role: 'user', content: 'The dogs were running' },
+    });
+    const search = (t: TestApp) =>
+      t.call('POST', '/v1/search', { key: api_key, body: { query: 'run', mode: 'fulltext' } });
+    // 'simple' does not stem: "run" does not find "running".
+    expect((await search(simple)).json.results.length).toBe(0);
+    await simple.close();
+    const english = await buildTestApp({ DATABASE_URL: fresh, SEARCH_LANGUAGE: 'english' });
+    apps.push(english);
+    expect((await search(english)).json.results.length).toBe(1);
   });
 });
