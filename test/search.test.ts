@@ -1,3 +1,6 @@
+// POST /v1/search. Full-text, validation and the semantic-disabled answers run on the shared app
+// (no embeddings configured). Semantic and hybrid search run on fresh databases with pgvector and
+// the fake embeddings API; those suites skip loudly without pgvector (and fail under CI=true).
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { sql } from 'drizzle-orm';
 import { openDatabase } from '../src/db/client';
@@ -267,6 +270,9 @@ describe('search request validation', () => {
     ['an invalid conversation_id', { query: 'q', conversation_id: 'has spaces' }],
     ['a created_after that is not a date-time', { query: 'q', created_after: 'yesterday' }],
     ['a date without a time', { query: 'q', created_before: '2024-01-01' }],
+    ['a date-time without an offset', { query: 'q', created_before: '2024-01-01T10:00:00' }],
+    ['a date-time in another notation', { query: 'q', created_after: '2024/01/02 10:00' }],
+    ['metadata over 16 KiB', { query: 'q', metadata: { blob: 'x'.repeat(17 * 1024) } }],
     ['a string as metadata', { query: 'q', metadata: 's' }],
     ['an array as metadata', { query: 'q', metadata: [1] }],
     ['null as metadata', { query: 'q', metadata: null }],

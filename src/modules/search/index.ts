@@ -35,8 +35,8 @@ export function searchModule({ db, keys, config, search, embedder }: AppDeps) {
             'pgvector: without them it answers 422 `semantic_search_disabled`, and `hybrid` runs ' +
             'as full-text (`mode: "fulltext"` in the answer). While the embedding service is ' +
             'down, `semantic` answers 503 `embeddings_unavailable` with Retry-After and `hybrid` ' +
-            'answers full-text results with `degraded: true`. Searches count against the write ' +
-            'rate limit (they are POSTs).',
+            'answers full-text results with `degraded: true`. Searches spend the read rate-limit ' +
+            'budget, though they are POSTs.',
           security: [{ tenantKey: [] }],
         },
       },

@@ -1,30 +1,20 @@
-import { and, desc, eq, gte, lt, type SQL, sql } from 'drizzle-orm';
-import { rowsOf } from '../../db/migrate';
-import { type MessageRow, messageSearch, messages } from '../../db/schema';
+import { eq, gte, lt, type SQL, sql } from 'drizzle-orm';
+import { messages } from '../../db/schema';
 import type { Database } from '../../db/types';
 import {
   EmbeddingsUnavailableError,
   type QueryEmbedder,
   type SearchCapabilities,
-  vectorLiteral,
 } from '../../embeddings/types';
 import { AppError, validationFailed } from '../../lib/errors';
-import { type EmbeddingInfo, type MessageView, toMessageView } from '../messages/service';
+import { type MessageView, toMessageView } from '../messages/service';
+import { fullTextList, type Hit, semanticList } from './lists';
 import { type MatchKind, SEARCH_LIMITS, type SearchMode } from './model';
 
 /** Reciprocal rank fusion constant: 1 / (k + rank), the value of the original paper. */
 const RRF_K = 60;
 /** Each list of a hybrid search fetches this many times `limit`, so fusion has depth. */
 const HYBRID_OVERFETCH = 3;
-/**
- * A semantic search whose filters leave at most this many messages is exact: it computes the
- * distance to each of them instead of walking the HNSW index. See `semanticList` for why.
- */
-export const EXACT_SEARCH_MAX_ROWS = 5000;
-/** Index tuples an iterative HNSW scan may visit before it gives up (pgvector's default). */
-const HNSW_MAX_SCAN_TUPLES = 20_000;
-/** pgvector's default candidate list; raised to `k` when more results are wanted. */
-const HNSW_EF_SEARCH_MIN = 40;
 
 /** A validated search request (the body of POST /v1/search with defaults applied). */
 export interface SearchInput {
@@ -38,12 +28,14 @@ export interface SearchInput {
   metadata?: Record<string, unknown>;
 }
 
+/** One result as the API shows it. */
 export interface SearchResultView {
   message: MessageView;
   score: number;
   matched: MatchKind[];
 }
 
+/** The answer to POST /v1/search; `mode` is the mode that ran. */
 export interface SearchResponseView {
   results: SearchResultView[];
   mode: SearchMode;
@@ -55,23 +47,8 @@ export interface SearchContext {
   db: Database;
   search: SearchCapabilities;
   embedder: QueryEmbedder | null;
-  /** Overrides EXACT_SEARCH_MAX_ROWS (tests use it to reach the index path on small data). */
+  /** Overrides EXACT_SEARCH_MAX_ROWS (0: the index scan alone; tests and measurements). */
   exactSearchMaxRows?: number;
-}
-
-interface Hit {
-  row: MessageRow;
-  embedding: EmbeddingInfo;
-  score: number;
-}
-
-/** What every list selects: the message, its embedding state (for the view) and a score. */
-function hitColumns(score: SQL.Aliased<number> | SQL<number>) {
-  return {
-    row: messages,
-    embedding: { status: messageSearch.embeddingStatus, error: messageSearch.embeddingError },
-    score,
-  };
 }
 
 /**
@@ -147,8 +124,10 @@ async function embedOrThrow(embedder: QueryEmbedder, query: string): Promise<num
 
 /** Conditions on `messages` every mode applies; the tenant always comes first. */
 function filtersOf(tenantId: string, input: SearchInput): SQL[] {
-  const after = input.createdAfter === undefined ? undefined : toDate(input.createdAfter);
-  const before = input.createdBefore === undefined ? undefined : toDate(input.createdBefore);
+  const after =
+    input.createdAfter === undefined ? undefined : toDate(input.createdAfter, 'created_after');
+  const before =
+    input.createdBefore === undefined ? undefined : toDate(input.createdBefore, 'created_before');
   if (after && before && after >= before) {
     throw validationFailed('created_after must be earlier than created_before', [
       { in: 'body', path: '/created_after', message: 'Earlier than created_before' },
@@ -181,116 +160,15 @@ function filtersOf(tenantId: string, input: SearchInput): SQL[] {
   return conditions.filter((c): c is SQL => c !== undefined);
 }
 
-function toDate(value: string): Date {
+function toDate(value: string, field: string): Date {
   // The schema checked the format; this only guards against what Date cannot represent.
   const date = new Date(value);
   if (Number.isNaN(date.getTime())) {
-    throw validationFailed('Invalid date-time', [
-      { in: 'body', path: '', message: `Not a valid date-time: ${value}` },
+    throw validationFailed(`Invalid ${field}`, [
+      { in: 'body', path: `/${field}`, message: 'Not a valid date-time' },
     ]);
   }
   return date;
-}
-
-/**
- * Messages matching `websearch_to_tsquery(language, query)`, best ts_rank_cd first. The match
- * is on `message_search.tsv` (GIN index); the tenant is checked on both tables, so the planner
- * may start from either the GIN index or the tenant's messages, whichever is more selective.
- */
-async function fullTextList(
-  { db, search }: SearchContext,
-  tenantId: string,
-  query: string,
-  filters: SQL[],
-  k: number,
-): Promise<Hit[]> {
-  const tsquery = sql`websearch_to_tsquery(${search.language}::regconfig, ${query})`;
-  const score = sql<number>`ts_rank_cd(${messageSearch.tsv}, ${tsquery})`.mapWith(Number);
-  const rows = await db
-    .select(hitColumns(score))
-    .from(messageSearch)
-    .innerJoin(messages, eq(messages.id, messageSearch.messageId))
-    .where(
-      and(
-        eq(messageSearch.tenantId, tenantId),
-        sql`${messageSearch.tsv} @@ ${tsquery}`,
-        ...filters,
-      ),
-    )
-    .orderBy(desc(score), desc(messages.createdAt), desc(messages.id))
-    .limit(k);
-  return rows;
-}
-
-/**
- * The `k` messages nearest to `vector` by cosine distance, among those with an embedding.
- *
- * Filters must not starve the result. An HNSW scan returns the `hnsw.ef_search` nearest rows of
- * the whole table and filters them afterwards: a tenant with few messages among many others' got
- * nothing. Two paths, chosen by a capped count of the messages the filters leave:
- * - at most EXACT_SEARCH_MAX_ROWS: exact search (distance to each of them, top-k sort). Complete
- *   by construction, and cheap at that size through the tenant's and conversation's indexes.
- * - more: the HNSW index with pgvector 0.8's iterative scan (`relaxed_order`), which keeps
- *   walking the graph until `k` rows pass the filters or HNSW_MAX_SCAN_TUPLES were visited.
- *   Since the filters match more than EXACT_SEARCH_MAX_ROWS rows, that bound is only reached
- *   when they are a very small fraction of a very large table.
- * Measurements are in the README ("Search").
- */
-async function semanticList(
-  { db, search, exactSearchMaxRows = EXACT_SEARCH_MAX_ROWS }: SearchContext,
-  tenantId: string,
-  vector: number[],
-  filters: SQL[],
-  k: number,
-): Promise<Hit[]> {
-  const v = sql`${vectorLiteral(vector)}::vector`;
-  const embedding = sql`"message_search"."embedding"`;
-  const score = sql<number>`1 - (${embedding} <=> ${v})`.mapWith(Number);
-  const ready = and(eq(messageSearch.embeddingStatus, 'ready'), sql`${embedding} is not null`);
-
-  const counted = rowsOf<{ n: number }>(
-    await db.execute(sql`select count(*)::int as n from (
-      select 1 from ${messages} where ${and(...filters)} limit ${exactSearchMaxRows + 1}) c`),
-  );
-  if (Number(counted[0]?.n ?? 0) <= exactSearchMaxRows) {
-    // Ordered by the score, not by `embedding <=> v`: the HNSW index can only serve the latter,
-    // so this can never turn into the approximate, filter-starved index scan.
-    return db
-      .select(hitColumns(score))
-      .from(messages)
-      .innerJoin(messageSearch, eq(messageSearch.messageId, messages.id))
-      .where(and(...filters, ready))
-      .orderBy(desc(score), desc(messages.id))
-      .limit(k);
-  }
-
-  return db.transaction(async (tx) => {
-    // Transaction-local settings (set_config's third argument): the pooled connection goes
-    // back unchanged.
-    await tx.execute(
-      sql`select set_config('hnsw.ef_search', ${String(Math.max(HNSW_EF_SEARCH_MIN, k))}, true)`,
-    );
-    if (supportsIterativeScan(search.pgvector)) {
-      await tx.execute(sql`select set_config('hnsw.iterative_scan', 'relaxed_order', true),
-        set_config('hnsw.max_scan_tuples', ${String(HNSW_MAX_SCAN_TUPLES)}, true)`);
-    }
-    const rows = await tx
-      .select(hitColumns(score))
-      .from(messageSearch)
-      .innerJoin(messages, eq(messages.id, messageSearch.messageId))
-      .where(and(eq(messageSearch.tenantId, tenantId), ready, ...filters))
-      .orderBy(sql`${embedding} <=> ${v}`)
-      .limit(k);
-    // relaxed_order returns rows nearly, not exactly, in order.
-    return rows.sort((a, b) => b.score - a.score);
-  });
-}
-
-/** pgvector 0.8.0 added iterative index scans (`hnsw.iterative_scan`). */
-function supportsIterativeScan(version: string | undefined): boolean {
-  if (!version) return false;
-  const [major = 0, minor = 0] = version.split('.').map(Number);
-  return major > 0 || minor >= 8;
 }
 
 function single(hits: Hit[], kind: MatchKind): SearchResultView[] {
