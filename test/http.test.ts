@@ -96,6 +96,18 @@ describe('OpenAPI document', () => {
     expect(Object.keys(paths['/v1/messages']!.post!.responses)).toEqual(
       expect.arrayContaining(['201', '401', '413', '415', '422']),
     );
+    // Request bodies are documented as JSON with their schema.
+    for (const [method, path] of [
+      ['post', '/v1/messages'],
+      ['post', '/v1/messages/batch'],
+      ['post', '/v1/admin/tenants'],
+      ['patch', '/v1/admin/tenants/{id}'],
+    ] as const) {
+      const body = paths[path]![method] as {
+        requestBody?: { content: Record<string, { schema?: object }> };
+      };
+      expect(body.requestBody?.content['application/json']?.schema).toBeDefined();
+    }
     const docs = await t.call('GET', '/docs');
     expect(docs.status).toBe(200);
     expect(docs.headers.get('content-type')).toContain('text/html');

@@ -48,6 +48,7 @@ export function adminModule(deps: AppDeps) {
         return { requeued: await requeueFailed(deps.db, body?.tenant_id) };
       },
       {
+        // No `parse`: the body is optional (see the key rotation route).
         body: t.Union([
           t.Object({ tenant_id: t.Optional(Uuid) }, { additionalProperties: false }),
           t.Undefined(),

@@ -35,6 +35,8 @@ export function messagesModule({ db, cursors, keys, config, search }: AppDeps) {
       },
       {
         headers: CreateHeaders,
+        // Names the media type for OpenAPI; plugins/json-body.ts parses it.
+        parse: 'application/json',
         body: m.MessageInput,
         response: { 201: m.Message, 409: commonErrors[422], ...commonErrors },
         detail: { summary: 'Store a message', security: [{ tenantKey: [] }] },
@@ -60,6 +62,8 @@ export function messagesModule({ db, cursors, keys, config, search }: AppDeps) {
       },
       {
         headers: CreateHeaders,
+        // Names the media type for OpenAPI; plugins/json-body.ts parses it.
+        parse: 'application/json',
         body: m.BatchInput,
         response: { 201: m.BatchResult, 409: commonErrors[422], ...commonErrors },
         detail: {

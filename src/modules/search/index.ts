@@ -26,6 +26,8 @@ export function searchModule({ db, keys, config, search, embedder }: AppDeps) {
           metadata: body.metadata,
         }),
       {
+        // Names the media type for OpenAPI; plugins/json-body.ts parses it.
+        parse: 'application/json',
         body: SearchRequest,
         response: { 200: m.SearchResponse, ...commonErrors },
         detail: {

@@ -27,6 +27,8 @@ export function tenantsModule({ db, cursors, keys, config }: AppDeps) {
         return createTenant(db, body.name);
       },
       {
+        // Names the media type for OpenAPI; plugins/json-body.ts parses it.
+        parse: 'application/json',
         body: CreateTenant,
         response: { 201: CreatedTenant, ...commonErrors },
         detail: { summary: 'Create a tenant and its first API key', security },
@@ -55,6 +57,8 @@ export function tenantsModule({ db, cursors, keys, config }: AppDeps) {
       },
       {
         params: IdParams,
+        // Names the media type for OpenAPI; plugins/json-body.ts parses it.
+        parse: 'application/json',
         body: UpdateTenant,
         response: { 200: Tenant, 404: commonErrors[422], ...commonErrors },
         detail: { summary: 'Rename, disable or enable a tenant', security },
@@ -70,6 +74,8 @@ export function tenantsModule({ db, cursors, keys, config }: AppDeps) {
       },
       {
         params: IdParams,
+        // No `parse` here, unlike the other routes: the body is optional, and with a named
+        // parser an empty body would reach Elysia's own JSON parser and fail.
         body: RotateKey,
         response: { 201: RotatedKey, 404: commonErrors[422], ...commonErrors },
         detail: {
