@@ -90,6 +90,16 @@ const ConfigSchema = T.Object({
   EMBEDDING_LEASE_MS: T.Integer({ minimum: 1000, default: 120_000 }),
   /** Text search configuration of PostgreSQL for full-text search (e.g. simple, english). */
   SEARCH_LANGUAGE: T.String({ pattern: '^[a-z_]{1,63}$', default: 'simple' }),
+  /** Default for new tenants: archive messages older than this many days (unset: never). */
+  RETENTION_ARCHIVE_AFTER_DAYS: T.Optional(T.Integer({ minimum: 1, maximum: 36_500 })),
+  /** Default for new tenants: delete messages older than this many days (unset: never). */
+  RETENTION_PURGE_AFTER_DAYS: T.Optional(T.Integer({ minimum: 1, maximum: 36_500 })),
+  /** How often the server runs the retention job (0: never; run it on demand instead). */
+  RETENTION_INTERVAL_MS: T.Integer({ minimum: 0, default: 3_600_000 }),
+  /** Time limit of one retention run (on demand or scheduled), apart from REQUEST_TIMEOUT_MS. */
+  RETENTION_RUN_TIMEOUT_MS: T.Integer({ minimum: 1000, default: 300_000 }),
+  /** Rows archived or purged per transaction, so the job never holds locks for long. */
+  RETENTION_BATCH_SIZE: T.Integer({ minimum: 1, maximum: 100_000, default: 5000 }),
   /** Bearer token required by GET /metrics when set. */
   METRICS_TOKEN: T.Optional(T.String({ minLength: 16 })),
 });
