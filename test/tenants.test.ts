@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test';
 import { sql } from 'drizzle-orm';
 import { rowsOf } from '../src/db/migrate';
-import { ADMIN_KEY, sharedApp } from './support/app';
+import { ADMIN_KEY, buildTestApp, sharedApp } from './support/app';
 
 const t = await sharedApp();
 const admin = { key: ADMIN_KEY };
@@ -208,6 +208,55 @@ describe('tenant authentication', () => {
         const res = await t.call(method, path, { key, body: method === 'POST' ? {} : undefined });
         expect({ method, path, status: res.status }).toEqual({ method, path, status: 401 });
       }
+    }
+  });
+});
+
+describe('retention policy', () => {
+  test('is set at creation, shown, changed and cleared; purge may not come before archive', async () => {
+    const created = await t.call('POST', '/v1/admin/tenants', {
+      ...admin,
+      body: { name: 'policy', archive_after_days: 30, purge_after_days: 365 },
+    });
+    expect(created.status).toBe(201);
+    expect(created.json).toMatchObject({ archive_after_days: 30, purge_after_days: 365 });
+    const id = created.json.id;
+    const patch = (body: unknown) => t.call('PATCH', `/v1/admin/tenants/${id}`, { ...admin, body });
+    expect((await patch({ purge_after_days: 10 })).status).toBe(422);
+    expect((await patch({ archive_after_days: 400 })).status).toBe(422);
+    expect((await patch({ purge_after_days: 30 })).json.purge_after_days).toBe(30);
+    const cleared = await patch({ archive_after_days: null });
+    expect(cleared.json).toMatchObject({ archive_after_days: null, purge_after_days: 30 });
+    const listed = await t.call('GET', `/v1/admin/tenants/${id}`, admin);
+    expect(listed.json).toMatchObject({ archive_after_days: null, purge_after_days: 30 });
+    for (const bad of [0, -1, 1.5, '30', 36_501]) {
+      expect((await patch({ archive_after_days: bad })).status).toBe(422);
+    }
+    const wrongOrder = await t.call('POST', '/v1/admin/tenants', {
+      ...admin,
+      body: { name: 'x', archive_after_days: 30, purge_after_days: 7 },
+    });
+    expect(wrongOrder.status).toBe(422);
+  });
+
+  test('new tenants take the configured defaults unless they say otherwise', async () => {
+    const withDefaults = await buildTestApp({
+      RETENTION_ARCHIVE_AFTER_DAYS: '90',
+      RETENTION_PURGE_AFTER_DAYS: '400',
+    });
+    try {
+      const plain = await withDefaults.call('POST', '/v1/admin/tenants', {
+        ...admin,
+        body: { name: 'defaults' },
+      });
+      expect(plain.json).toMatchObject({ archive_after_days: 90, purge_after_days: 400 });
+      const own = await withDefaults.call('POST', '/v1/admin/tenants', {
+        ...admin,
+        body: { name: 'own', archive_after_days: null },
+      });
+      expect(own.json).toMatchObject({ archive_after_days: null, purge_after_days: 400 });
+    } finally {
+      await withDefaults.close();
     }
   });
 });

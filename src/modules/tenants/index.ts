@@ -18,13 +18,17 @@ const security = [{ adminKey: [] }];
 
 /** Operator routes under /v1/admin: tenants and their keys. */
 export function tenantsModule({ db, cursors, keys, config }: AppDeps) {
+  const retentionDefaults = {
+    archive_after_days: config.RETENTION_ARCHIVE_AFTER_DAYS ?? null,
+    purge_after_days: config.RETENTION_PURGE_AFTER_DAYS ?? null,
+  };
   return new Elysia({ name: 'tenants', prefix: '/admin/tenants', detail: { tags: ['admin'] } })
     .use(adminAuth(config.ADMIN_API_KEY))
     .post(
       '',
       async ({ body, set }) => {
         set.status = 201;
-        return createTenant(db, body.name);
+        return createTenant(db, body, retentionDefaults);
       },
       {
         // Names the media type for OpenAPI; plugins/json-body.ts parses it.

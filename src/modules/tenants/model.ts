@@ -12,24 +12,41 @@ const LimitOverride = t.Union([T.Integer({ minimum: 1, maximum: 10_000_000 }), t
   description: 'Requests per rate-limit window for this tenant; null: the configured default',
 });
 
+/** A retention period in days; null: never. */
+const RetentionDays = (what: string) =>
+  t.Union([T.Integer({ minimum: 1, maximum: 36_500 }), t.Null()], {
+    description: `${what} messages older than this many days; null: never`,
+  });
+
 export const Tenant = t.Object({
   id: UuidOut,
   name: t.String(),
   disabled: t.Boolean(),
   rate_limit_write_per_minute: t.Nullable(t.Integer()),
   rate_limit_read_per_minute: t.Nullable(t.Integer()),
+  archive_after_days: t.Nullable(t.Integer()),
+  purge_after_days: t.Nullable(t.Integer()),
   api_key_prefix: t.Nullable(t.String({ description: 'First characters of the current key' })),
   created_at: Timestamp,
   updated_at: Timestamp,
 });
 
-export const CreateTenant = t.Object({ name: TenantName }, { additionalProperties: false });
+export const CreateTenant = t.Object(
+  {
+    name: TenantName,
+    archive_after_days: t.Optional(RetentionDays('Archive')),
+    purge_after_days: t.Optional(RetentionDays('Delete')),
+  },
+  { additionalProperties: false },
+);
 
 export const CreatedTenant = t.Object({
   id: UuidOut,
   name: t.String(),
   api_key: t.String({ description: 'Shown once; only its hash is stored' }),
   api_key_prefix: t.String(),
+  archive_after_days: t.Nullable(t.Integer()),
+  purge_after_days: t.Nullable(t.Integer()),
   created_at: Timestamp,
 });
 
@@ -39,6 +56,8 @@ export const UpdateTenant = t.Object(
     disabled: t.Optional(t.Boolean()),
     rate_limit_write_per_minute: t.Optional(LimitOverride),
     rate_limit_read_per_minute: t.Optional(LimitOverride),
+    archive_after_days: t.Optional(RetentionDays('Archive')),
+    purge_after_days: t.Optional(RetentionDays('Delete')),
   },
   { additionalProperties: false, minProperties: 1 },
 );

@@ -1,8 +1,8 @@
-import { and, asc, eq, gt, isNull, or, type SQL, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, isNull, or, sql } from 'drizzle-orm';
 import { apiKeys, type TenantRow, tenants } from '../../db/schema';
 import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
-import { notFound } from '../../lib/errors';
+import { notFound, validationFailed } from '../../lib/errors';
 import { generateTenantKey } from '../../lib/keys';
 import { LIMIT_SETTINGS } from './keys';
 
@@ -15,32 +15,76 @@ export interface TenantView {
   disabled: boolean;
   rate_limit_write_per_minute: number | null;
   rate_limit_read_per_minute: number | null;
+  archive_after_days: number | null;
+  purge_after_days: number | null;
   api_key_prefix: string | null;
   created_at: string;
   updated_at: string;
 }
 
+/**
+ * Per-tenant numbers kept in the settings document, under the same names as in the API; absent
+ * means the default (rate limits) or never (retention).
+ */
+export const NUMERIC_SETTINGS = [
+  LIMIT_SETTINGS.write,
+  LIMIT_SETTINGS.read,
+  'archive_after_days',
+  'purge_after_days',
+] as const;
+export type NumericSetting = (typeof NUMERIC_SETTINGS)[number];
+export type TenantSettings = Partial<Record<NumericSetting, number | null>>;
+
+function settingOf(settings: Record<string, unknown>, key: NumericSetting): number | null {
+  return typeof settings[key] === 'number' ? (settings[key] as number) : null;
+}
+
+/** Purge before archive would delete what the policy says to keep archived: refused. */
+function checkRetention(archive: number | null, purge: number | null): void {
+  if (archive !== null && purge !== null && purge < archive) {
+    throw validationFailed('purge_after_days must be at least archive_after_days', [
+      { in: 'body', path: '/purge_after_days', message: `At least ${archive}` },
+    ]);
+  }
+}
+
 function toView(row: TenantRow, prefix: string | null): TenantView {
-  const limit = (k: string) =>
-    typeof row.settings[k] === 'number' ? (row.settings[k] as number) : null;
   return {
     id: row.id,
     name: row.name,
     disabled: row.disabled,
-    rate_limit_write_per_minute: limit(LIMIT_SETTINGS.write),
-    rate_limit_read_per_minute: limit(LIMIT_SETTINGS.read),
+    rate_limit_write_per_minute: settingOf(row.settings, LIMIT_SETTINGS.write),
+    rate_limit_read_per_minute: settingOf(row.settings, LIMIT_SETTINGS.read),
+    archive_after_days: settingOf(row.settings, 'archive_after_days'),
+    purge_after_days: settingOf(row.settings, 'purge_after_days'),
     api_key_prefix: prefix,
     created_at: row.createdAt.toISOString(),
     updated_at: row.updatedAt.toISOString(),
   };
 }
 
-/** Creates a tenant and its first key; the key is returned once and stored only hashed. */
-export async function createTenant(db: Database, name: string) {
+/**
+ * Creates a tenant and its first key; the key is returned once and stored only hashed. Settings
+ * not given take `defaults` (the configured retention policy for new tenants).
+ */
+export async function createTenant(
+  db: Database,
+  input: { name: string } & TenantSettings,
+  defaults: TenantSettings,
+) {
+  const settings: Record<string, number> = {};
+  for (const key of NUMERIC_SETTINGS) {
+    const value = input[key] === undefined ? defaults[key] : input[key];
+    if (typeof value === 'number') settings[key] = value;
+  }
+  checkRetention(settings.archive_after_days ?? null, settings.purge_after_days ?? null);
   const key = generateTenantKey();
   const id = Bun.randomUUIDv7();
   const row = await db.transaction(async (tx) => {
-    const [tenant] = await tx.insert(tenants).values({ id, name }).returning();
+    const [tenant] = await tx
+      .insert(tenants)
+      .values({ id, name: input.name, settings })
+      .returning();
     await tx
       .insert(apiKeys)
       .values({ id: Bun.randomUUIDv7(), tenantId: id, keyHash: key.hash, keyPrefix: key.prefix });
@@ -51,6 +95,8 @@ export async function createTenant(db: Database, name: string) {
     name: row.name,
     api_key: key.key,
     api_key_prefix: key.prefix,
+    archive_after_days: settingOf(row.settings, 'archive_after_days'),
+    purge_after_days: settingOf(row.settings, 'purge_after_days'),
     created_at: row.createdAt.toISOString(),
   };
 }
@@ -97,11 +143,9 @@ export async function listTenants(
   };
 }
 
-export interface TenantPatch {
+export interface TenantPatch extends TenantSettings {
   name?: string;
   disabled?: boolean;
-  rate_limit_write_per_minute?: number | null;
-  rate_limit_read_per_minute?: number | null;
 }
 
 export async function updateTenant(
@@ -109,31 +153,29 @@ export async function updateTenant(
   id: string,
   patch: TenantPatch,
 ): Promise<TenantView> {
-  // Overrides live in the settings document: numbers are merged in, nulls removed.
-  const set: Record<string, number> = {};
-  const unset: string[] = [];
-  for (const [field, key] of [
-    ['rate_limit_write_per_minute', LIMIT_SETTINGS.write],
-    ['rate_limit_read_per_minute', LIMIT_SETTINGS.read],
-  ] as const) {
-    const value = patch[field];
-    if (value === null) unset.push(key);
-    else if (value !== undefined) set[key] = value;
-  }
-  const [row] = await db
-    .update(tenants)
-    .set({
-      name: patch.name,
-      disabled: patch.disabled,
-      settings: unset.reduce<SQL>(
-        (expr, key) => sql`(${expr} - ${key}::text)`,
-        sql`(${tenants.settings} || ${JSON.stringify(set)}::jsonb)`,
-      ),
-      updatedAt: sql`now()`,
-    })
-    .where(eq(tenants.id, id))
-    .returning({ id: tenants.id });
-  if (!row) throw notFound('Tenant');
+  await db.transaction(async (tx) => {
+    const [current] = await tx
+      .select({ settings: tenants.settings })
+      .from(tenants)
+      .where(eq(tenants.id, id))
+      .for('update');
+    if (!current) throw notFound('Tenant');
+    // Numbers are merged into the settings document, nulls removed.
+    const settings: Record<string, unknown> = { ...current.settings };
+    for (const key of NUMERIC_SETTINGS) {
+      const value = patch[key];
+      if (value === null) delete settings[key];
+      else if (value !== undefined) settings[key] = value;
+    }
+    checkRetention(
+      settingOf(settings, 'archive_after_days'),
+      settingOf(settings, 'purge_after_days'),
+    );
+    await tx
+      .update(tenants)
+      .set({ name: patch.name, disabled: patch.disabled, settings, updatedAt: sql`now()` })
+      .where(eq(tenants.id, id));
+  });
   return getTenant(db, id);
 }
 
