@@ -117,3 +117,60 @@ describe('writing while the conversation is deleted', () => {
     expect(orphans[0]!.n).toBe(0);
   });
 });
+
+describe('archiving a conversation', () => {
+  test('hides its messages unless include_archived, keeps them, and can be undone', async () => {
+    const { api_key } = await t.tenant();
+    for (let i = 0; i < 3; i++) await post(api_key, 'old');
+    await post(api_key, 'other');
+    const archived = await t.call('POST', '/v1/conversations/old/archive', { key: api_key });
+    expect(archived.status).toBe(200);
+    expect(archived.json).toEqual({ archived: 3 });
+    const visible = await t.call('GET', '/v1/messages?conversation_id=old', { key: api_key });
+    expect(visible.json.messages).toEqual([]);
+    const all = await t.call('GET', '/v1/messages?conversation_id=old&include_archived=true', {
+      key: api_key,
+    });
+    expect(all.json.messages.length).toBe(3);
+    expect(
+      all.json.messages.every(
+        (m: { archived: boolean; archived_at: string | null }) => m.archived && m.archived_at,
+      ),
+    ).toBe(true);
+    const summary = await t.call('GET', '/v1/conversations/old', { key: api_key });
+    expect(summary.json.message_count).toBe(0);
+    const withArchived = await t.call('GET', '/v1/conversations/old?include_archived=true', {
+      key: api_key,
+    });
+    expect(withArchived.json.message_count).toBe(3);
+    expect(
+      (await t.call('GET', '/v1/conversations/other', { key: api_key })).json.message_count,
+    ).toBe(1);
+    const again = await t.call('POST', '/v1/conversations/old/archive', { key: api_key });
+    expect(again.json).toEqual({ archived: 0 });
+    const restored = await t.call('POST', '/v1/conversations/old/unarchive', { key: api_key });
+    expect(restored.json).toEqual({ unarchived: 3 });
+    const back = await t.call('GET', '/v1/messages?conversation_id=old', { key: api_key });
+    expect(
+      back.json.messages.every(
+        (m: { archived: boolean; archived_at: string | null }) =>
+          !m.archived && m.archived_at === null,
+      ),
+    ).toBe(true);
+    expect(back.json.messages.length).toBe(3);
+  });
+
+  test('answers 404 for a conversation of another tenant or none', async () => {
+    const a = await t.tenant();
+    const b = await t.tenant();
+    await post(a.api_key, 'mine');
+    expect(
+      (await t.call('POST', '/v1/conversations/mine/archive', { key: b.api_key })).status,
+    ).toBe(404);
+    expect(
+      (await t.call('POST', '/v1/conversations/none/unarchive', { key: a.api_key })).status,
+    ).toBe(404);
+    const list = await t.call('GET', '/v1/messages?conversation_id=mine', { key: a.api_key });
+    expect(list.json.messages.length).toBe(1);
+  });
+});

@@ -9,7 +9,12 @@ import {
   ConversationParams,
   ConversationQuery,
 } from './model';
-import { deleteConversation, getConversation, listConversations } from './service';
+import {
+  deleteConversation,
+  getConversation,
+  listConversations,
+  setConversationArchived,
+} from './service';
 
 const security = [{ tenantKey: [] }];
 
@@ -55,6 +60,39 @@ export function conversationsModule({ db, cursors, keys }: AppDeps) {
         params: ConversationParams,
         response: { 204: t.Void(), 404: commonErrors[422], ...commonErrors },
         detail: { summary: 'Delete a conversation and all its messages', security },
+      },
+    )
+    .post(
+      '/:id/archive',
+      async ({ tenant, params }) => ({
+        archived: await setConversationArchived(db, tenant.id, params.id, true),
+      }),
+      {
+        params: ConversationParams,
+        response: {
+          200: t.Object({ archived: t.Integer() }),
+          404: commonErrors[422],
+          ...commonErrors,
+        },
+        detail: {
+          summary: 'Archive every message of a conversation (hidden unless include_archived)',
+          security,
+        },
+      },
+    )
+    .post(
+      '/:id/unarchive',
+      async ({ tenant, params }) => ({
+        unarchived: await setConversationArchived(db, tenant.id, params.id, false),
+      }),
+      {
+        params: ConversationParams,
+        response: {
+          200: t.Object({ unarchived: t.Integer() }),
+          404: commonErrors[422],
+          ...commonErrors,
+        },
+        detail: { summary: 'Restore every archived message of a conversation', security },
       },
     );
 }

@@ -1,5 +1,6 @@
 import { and, asc, desc, eq, sql } from 'drizzle-orm';
 import { conversations } from '../../db/schema';
+import { rowsOf } from '../../db/migrate';
 import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
 import { notFound } from '../../lib/errors';
@@ -111,4 +112,39 @@ export async function deleteConversation(db: Database, tenantId: string, id: str
     .where(and(eq(conversations.tenantId, tenantId), eq(conversations.id, id)))
     .returning({ id: conversations.id });
   if (deleted.length === 0) throw notFound('Conversation');
+}
+
+/** Rows changed per statement when a whole conversation is archived or restored. */
+const ARCHIVE_BATCH = 5000;
+
+/**
+ * Archives (or restores) every message of a conversation, in batches so a long conversation
+ * never holds many row locks at once. Returns how many messages changed.
+ */
+export async function setConversationArchived(
+  db: Database,
+  tenantId: string,
+  id: string,
+  archived: boolean,
+): Promise<number> {
+  const [exists] = await db
+    .select({ id: conversations.id })
+    .from(conversations)
+    .where(and(eq(conversations.tenantId, tenantId), eq(conversations.id, id)));
+  if (!exists) throw notFound('Conversation');
+  let changed = 0;
+  for (;;) {
+    const rows = rowsOf<{ id: string }>(
+      await db.execute(sql`
+        update messages set archived = ${archived},
+          archived_at = ${archived ? sql`now()` : sql`null`}
+        where id in (
+          select id from messages
+          where tenant_id = ${tenantId} and conversation_id = ${id} and archived = ${!archived}
+          limit ${ARCHIVE_BATCH})
+        returning id`),
+    );
+    changed += rows.length;
+    if (rows.length < ARCHIVE_BATCH) return changed;
+  }
 }
