@@ -18,8 +18,15 @@ export type RequestIpSource = Pick<Server<unknown>, 'requestIP'>;
  * so a slow query does not keep a pooled connection.
  */
 export function createFetchHandler(app: App, { config, logger, metrics }: AppDeps) {
-  const timeoutMs = config.REQUEST_TIMEOUT_MS;
+  /** Long admin operations have limits of their own instead of REQUEST_TIMEOUT_MS. */
+  const longRunning: Record<string, number> = {
+    'POST /v1/admin/retention/run': config.RETENTION_RUN_TIMEOUT_MS,
+    'POST /v1/admin/embeddings/reindex': config.RETENTION_RUN_TIMEOUT_MS,
+  };
   return async function handleRequest(request: Request, server: RequestIpSource | null) {
+    const timeoutMs =
+      longRunning[`${request.method} ${new URL(request.url).pathname}`] ??
+      config.REQUEST_TIMEOUT_MS;
     const state = requestState(request);
     state.socketIp = server?.requestIP(request)?.address;
     let timer: ReturnType<typeof setTimeout> | undefined;
