@@ -5,6 +5,8 @@ import { adminModule } from './modules/admin';
 import { conversationsModule } from './modules/conversations';
 import { healthModule } from './modules/health';
 import { messagesModule } from './modules/messages';
+import { retentionModule } from './modules/retention';
+import { ownershipModule } from './modules/ownership';
 import { searchModule } from './modules/search';
 import { tenantsModule } from './modules/tenants';
 import { cors, parseOrigins } from './plugins/cors';
@@ -54,6 +56,8 @@ export function createApp(deps: AppDeps) {
         v1
           .use(tenantsModule(deps))
           .use(adminModule(deps))
+          .use(retentionModule(deps))
+          .use(ownershipModule(deps))
           .use(messagesModule(deps))
           .use(searchModule(deps))
           .use(conversationsModule(deps)),

@@ -6,6 +6,8 @@ export type Command =
   | { kind: 'migrate' }
   | { kind: 'healthcheck' }
   | { kind: 'reindex-embeddings' }
+  | { kind: 'retention-run' }
+  | { kind: 'export'; tenantId: string }
   | { kind: 'version' }
   | { kind: 'help' };
 
@@ -18,6 +20,11 @@ Usage:
   threadstore embeddings reindex
                            drop stored vectors and queue every message to be embedded again
                            with EMBEDDING_MODEL and EMBEDDING_DIMENSIONS
+  threadstore retention run
+                           apply every tenant's retention policy once; print the counts as JSON
+  threadstore export --tenant ID
+                           write all of a tenant's data to stdout as NDJSON (as
+                           GET /v1/admin/tenants/ID/export does); exit 1 if there is no such tenant
   threadstore --version    print the version
   threadstore --help       print this help
 
@@ -35,6 +42,11 @@ export function parseArgs(args: string[]): Command {
   if (args[0] === 'embeddings') {
     if (args[1] === 'reindex' && args.length === 2) return { kind: 'reindex-embeddings' };
     throw new UsageError(`unknown embeddings command: ${args.slice(1).join(' ') || '(none)'}`);
+  }
+  if (args[0] === 'export') return parseExport(args.slice(1));
+  if (args[0] === 'retention') {
+    if (args[1] === 'run' && args.length === 2) return { kind: 'retention-run' };
+    throw new UsageError(`unknown retention command: ${args.slice(1).join(' ') || '(none)'}`);
   }
   if (args.length > 1) throw new UsageError(`unexpected argument: ${args[1]}`);
   switch (args[0]) {
@@ -55,6 +67,20 @@ export function parseArgs(args: string[]): Command {
     default:
       throw new UsageError(`unknown command or flag: ${args[0]}`);
   }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** `export --tenant ID` or `export --tenant=ID`, and nothing else. */
+function parseExport(args: string[]): Command {
+  const [flag, value, ...rest] = args;
+  let tenantId: string | undefined;
+  if (flag === '--tenant' && rest.length === 0) tenantId = value;
+  else if (flag?.startsWith('--tenant=') && value === undefined) tenantId = flag.slice(9);
+  else throw new UsageError('export needs exactly --tenant ID');
+  if (!tenantId || !UUID.test(tenantId))
+    throw new UsageError(`--tenant must be a tenant id (a UUID), not: ${tenantId ?? '(none)'}`);
+  return { kind: 'export', tenantId: tenantId.toLowerCase() };
 }
 
 /** How long the health probe waits for an answer before calling the server unhealthy. */

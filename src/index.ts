@@ -36,12 +36,21 @@ async function main(): Promise<void> {
     if (!healthy) process.stderr.write(`threadstore: no healthy server on port ${config.PORT}\n`);
     process.exit(healthy ? 0 : 1);
   }
+  if (command.kind === 'export') {
+    // Before the logger below: that one writes to stdout, which here carries the export.
+    const { exportCommand } = await import('./modules/ownership/cli');
+    process.exit(await exportCommand(config, command.tenantId));
+  }
   const logger = createLogger(config.LOG_LEVEL);
   // Loaded only here so --version, --help and the frequent container health probe skip
   // evaluating the whole application.
-  const { migrateOnly, reindexOnly, serve } = await import('./server');
+  const { migrateOnly, reindexOnly, retentionOnly, serve } = await import('./server');
   if (command.kind === 'reindex-embeddings') {
     await reindexOnly(config, logger);
+    process.exit(0);
+  }
+  if (command.kind === 'retention-run') {
+    await retentionOnly(config);
     process.exit(0);
   }
   if (command.kind === 'migrate') {

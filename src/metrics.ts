@@ -2,6 +2,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import type { Database, DatabaseHandle } from './db/types';
 import type { EmbeddingClient } from './embeddings/client';
 import { backlog } from './embeddings/worker';
+import type { RetentionResult } from './retention/job';
 import { VERSION } from './version';
 
 /** Latency buckets in seconds: fine below 100 ms, where a healthy API spends its time. */
@@ -91,9 +92,43 @@ export function createMetrics(database: DatabaseHandle) {
     'Queries waiting for a database connection',
     (s) => s.waiting,
   );
+  const retentionArchived = new Counter({
+    name: 'threadstore_retention_archived_total',
+    help: 'Messages archived by the retention job',
+    registers: [registry],
+  });
+  const retentionPurged = new Counter({
+    name: 'threadstore_retention_purged_total',
+    help: 'Messages deleted by the retention job',
+    registers: [registry],
+  });
+  const retentionLastRun = new Gauge({
+    name: 'threadstore_retention_last_run_timestamp_seconds',
+    help: 'When the last retention run of this process started (0: none yet)',
+    registers: [registry],
+  });
+  const retentionDuration = new Gauge({
+    name: 'threadstore_retention_last_run_duration_seconds',
+    help: 'How long the last retention run of this process took',
+    registers: [registry],
+  });
+  const retentionErrors = new Counter({
+    name: 'threadstore_retention_failures_total',
+    help: 'Retention runs that ended with an error',
+    registers: [registry],
+  });
 
   return {
     registry,
+    /** Records a finished retention run; a skipped one did nothing and is not a run. */
+    observeRetention(result: RetentionResult) {
+      if (result.skipped) return;
+      retentionArchived.inc(result.archived);
+      retentionPurged.inc(result.purged);
+      retentionLastRun.set(Date.parse(result.started_at) / 1000);
+      retentionDuration.set(result.duration_ms / 1000);
+      if (result.error) retentionErrors.inc();
+    },
     /** Counts a finished request under its route template. */
     observeRequest(method: string, route: string, status: number, seconds: number) {
       requests.inc({ method, route, status: String(status) });

@@ -6,9 +6,11 @@ import { ensureSearch, reindexEmbeddings } from './db/search-setup';
 import { EmbeddingClient } from './embeddings/client';
 import { EmbeddingWorker } from './embeddings/worker';
 import { type AppDeps, createDeps } from './deps';
-import type { Logger } from './logger';
+import pino from 'pino';
+import { createLogger, type Logger } from './logger';
 import { createFetchHandler } from './transport';
 import { purgeExpiredIdempotencyKeys } from './modules/messages/idempotency';
+import { runRetention } from './retention/job';
 import { VERSION } from './version';
 
 /** Bun closes a connection idle this long; it must outlast the slowest allowed request. */
@@ -93,11 +95,15 @@ const PURGE_INTERVAL_MS = 10 * 60 * 1000;
 /** Rows deleted per statement by the purge, so it never holds many locks at once. */
 const PURGE_BATCH_SIZE = 1000;
 
+/** Delay of the first scheduled retention run after start-up, so it does not slow the boot. */
+const RETENTION_FIRST_RUN_DELAY_MS = 60_000;
+
 /**
  * Periodic housekeeping of the process. The returned function stops it at a safe point:
  * no new run starts, and a run in progress is awaited.
  */
-function startBackgroundWork({ db, config, logger, embedder }: AppDeps): () => Promise<void> {
+function startBackgroundWork(deps: AppDeps): () => Promise<void> {
+  const { db, config, logger, embedder } = deps;
   const worker = embedder ? new EmbeddingWorker(db, embedder, config, logger) : null;
   worker?.start();
   let running: Promise<void> | null = null;
@@ -114,9 +120,28 @@ function startBackgroundWork({ db, config, logger, embedder }: AppDeps): () => P
       });
   };
   const timer = setInterval(purge, PURGE_INTERVAL_MS);
+  // Retention: the abort stops a run between batches; what it did is committed, the next resumes.
+  const retentionStop = new AbortController();
+  let retention: Promise<unknown> | null = null;
+  const retain = () => {
+    retention ??= runRetention(deps, { signal: retentionStop.signal }).finally(() => {
+      retention = null;
+    });
+  };
+  const retentionTimers =
+    config.RETENTION_INTERVAL_MS > 0
+      ? [
+          // A first run soon after start-up: deploys more frequent than the interval would
+          // otherwise postpone retention forever. Other instances starting too are skipped.
+          setTimeout(retain, Math.min(RETENTION_FIRST_RUN_DELAY_MS, config.RETENTION_INTERVAL_MS)),
+          setInterval(retain, config.RETENTION_INTERVAL_MS),
+        ]
+      : [];
   return async () => {
     clearInterval(timer);
-    await Promise.all([running, worker?.stop()]);
+    for (const t of retentionTimers) clearTimeout(t);
+    retentionStop.abort();
+    await Promise.all([running, retention, worker?.stop()]);
   };
 }
 
@@ -126,6 +151,20 @@ export async function migrateOnly(config: Config, logger: Logger): Promise<void>
   try {
     const applied = await migrate(database);
     logger.info({ applied }, 'migrations up to date');
+  } finally {
+    await database.close();
+  }
+}
+
+/** `threadstore retention run`: applies the retention policies once and prints the counts. */
+export async function retentionOnly(config: Config): Promise<void> {
+  // Logs go to stderr here: stdout carries the result, for scripts to parse.
+  const logger = createLogger(config.LOG_LEVEL, pino.destination(2));
+  const database = await openDatabase(config, logger);
+  try {
+    await migrate(database);
+    const result = await runRetention({ database, config, logger });
+    process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
     await database.close();
   }

@@ -46,7 +46,8 @@ describe('admin health report', () => {
     expect(res.json.checks.embeddings[0].output).toBe(
       'disabled: embeddings are not configured (EMBEDDING_URL)',
     );
-    expect(res.json.checks.retention[0].output).toBe('no run yet');
+    // 'no run yet', or a run stored by another file's tests in the shared database.
+    expect(res.json.checks.retention[0].status).toBe('pass');
     expect(res.json.checks.uptime[0]).toMatchObject({ observedUnit: 's', componentType: 'system' });
   });
 

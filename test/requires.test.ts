@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hasPgvector, isCi, requireOrSkip } from './support/requires';
+import { runCommand } from './support/process';
 
 const BUN = join(import.meta.dir, '..', 'node_modules', '.bin', 'bun');
 const REQUIRES = join(import.meta.dir, 'support', 'requires.ts');
@@ -73,17 +74,10 @@ requireOrSkip('widget', false, 'apt-get install widget')('needs a widget', () =>
     );
     const env: Record<string, string | undefined> = { ...process.env, CI: ci ? 'true' : undefined };
     // Outside the repository there is no bunfig.toml, so no PostgreSQL is started for this.
-    const proc = Bun.spawn([BUN, 'test', './widget.test.ts'], {
+    const { code, stdout, stderr } = await runCommand([BUN, 'test', './widget.test.ts'], {
       cwd: dir,
       env,
-      stdout: 'pipe',
-      stderr: 'pipe',
     });
-    const [code, stdout, stderr] = await Promise.all([
-      proc.exited,
-      new Response(proc.stdout).text(),
-      new Response(proc.stderr).text(),
-    ]);
     return { code, output: stdout + stderr };
   }
 

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import postgres from 'postgres';
 import pkg from '../../package.json' with { type: 'json' };
 import { createDatabase } from '../support/postgres';
+import { runCommand } from '../support/process';
 
 const ROOT = join(import.meta.dir, '..', '..');
 const ADMIN_KEY = 'e2e-admin-key-0123456789';
@@ -60,19 +61,8 @@ function envOf(vars: Record<string, string>): Record<string, string> {
 }
 
 /** Runs the binary to completion. */
-async function run(args: string[], vars: Record<string, string> = {}, cwd = tempDir('cwd')) {
-  const proc = Bun.spawn([binary, ...args], {
-    cwd,
-    env: envOf(vars),
-    stdout: 'pipe',
-    stderr: 'pipe',
-  });
-  const [code, stdout, stderr] = await Promise.all([
-    proc.exited,
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-  ]);
-  return { code, stdout, stderr };
+function run(args: string[], vars: Record<string, string> = {}, cwd = tempDir('cwd')) {
+  return runCommand([binary, ...args], { cwd, env: envOf(vars) });
 }
 
 /** A running `threadstore serve`, its output collected as it arrives. */
@@ -204,7 +194,11 @@ async function tenantWithMessage(server: Server, adminKey: string) {
     content: 'survives restarts',
   });
   expect(created.status).toBe(201);
-  return { apiKey: tenant.json.api_key as string, messageId: created.json.id as string };
+  return {
+    tenantId: tenant.json.id as string,
+    apiKey: tenant.json.api_key as string,
+    messageId: created.json.id as string,
+  };
 }
 
 describe('command line', () => {
@@ -290,6 +284,27 @@ describe('against PostgreSQL', () => {
       expect(got.json).toMatchObject({ conversation_id: 'e2e-conv', content: 'survives restarts' });
       const list = await b.call('GET', '/v1/messages?conversation_id=e2e-conv', apiKey);
       expect(list.json.messages.map((m: { id: string }) => m.id)).toEqual([messageId]);
+    });
+
+    test('export --tenant writes the NDJSON the export route streams; unknown tenant exits 1', async () => {
+      const [a] = servers as [Server];
+      const { tenantId: id, messageId } = await tenantWithMessage(a, ADMIN_KEY);
+      const cli = await run(['export', '--tenant', id], { DATABASE_URL: url });
+      expect(cli.code).toBe(0);
+      const lines = cli.stdout
+        .trimEnd()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(lines.find((l) => l.type === 'message')?.id).toBe(messageId);
+      expect(lines.at(-1)).toEqual({ type: 'end', conversations: 1, messages: 1 });
+      const http = await fetch(a.url(`/v1/admin/tenants/${id}/export`), {
+        headers: { authorization: `Bearer ${ADMIN_KEY}` },
+      });
+      expect(http.headers.get('content-type')).toBe('application/x-ndjson');
+      expect(await http.text()).toBe(cli.stdout);
+      const unknown = await run(['export', '--tenant', crypto.randomUUID()], { DATABASE_URL: url });
+      expect(unknown).toMatchObject({ code: 1, stdout: '' });
+      expect(unknown.stderr).toContain('not found');
     });
 
     test('logs JSON lines with request ids on stdout, and no generated key', async () => {

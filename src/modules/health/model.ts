@@ -34,6 +34,14 @@ export const HealthCheck = t.Object(
       t.Number({ description: 'Age of the oldest message waiting to be embedded' }),
     ),
     failedMessages: t.Optional(t.Integer({ description: 'Messages whose embedding failed' })),
+    lastRunAt: t.Optional(Timestamp),
+    durationMs: t.Optional(t.Number({ description: 'Duration of the last retention run, in ms' })),
+    archived: t.Optional(t.Integer({ description: 'Messages the last retention run archived' })),
+    purged: t.Optional(t.Integer({ description: 'Messages the last retention run deleted' })),
+    tenants: t.Optional(t.Integer({ description: 'Tenants the last retention run changed' })),
+    complete: t.Optional(
+      t.Boolean({ description: 'False when the last retention run stopped before the end' }),
+    ),
   },
   { description: 'One reading of one component (draft-inadarei-api-health-check)' },
 );

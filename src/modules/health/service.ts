@@ -5,6 +5,7 @@ import type { AppDeps } from '../../deps';
 import type { EmbeddingClient } from '../../embeddings/client';
 import type { SearchCapabilities } from '../../embeddings/types';
 import { backlog } from '../../embeddings/worker';
+import { lastRetentionRun, type RetentionResult, storedRetentionRun } from '../../retention/job';
 import { VERSION } from '../../version';
 import type { HealthCheck, HealthReport, HealthStatus } from './model';
 
@@ -72,8 +73,7 @@ export async function healthReport({
     embeddings: [
       await embeddingsCheck(database, search, embedder, ping.status !== 'fail', deadline),
     ],
-    // A placeholder until the retention job exists.
-    retention: [{ componentType: 'component', status: 'pass', output: 'no run yet', time: now() }],
+    retention: [await retentionCheck(database, ping.status !== 'fail', deadline)],
     uptime: [
       {
         componentType: 'system',
@@ -145,6 +145,43 @@ async function migrationsCheck(
   } catch (err) {
     return reading('fail', messageOf(err));
   }
+}
+
+/**
+ * The last retention run: this process's, else the one any instance stored. A failed run is
+ * `warn`: the API is unaffected, and the next run retries.
+ */
+async function retentionCheck(
+  database: DatabaseHandle,
+  reachable: boolean,
+  deadline: number,
+): Promise<Check> {
+  let last: RetentionResult | null = lastRetentionRun(database);
+  if (!last && reachable) {
+    try {
+      last = await withTimeout(
+        storedRetentionRun(database.db),
+        Math.max(deadline - performance.now(), 1),
+      );
+    } catch {
+      last = null;
+    }
+  }
+  const base = { componentType: 'component', time: now() } as const;
+  if (!last) return { ...base, status: 'pass', output: 'no run yet' };
+  return {
+    ...base,
+    status: last.error ? 'warn' : 'pass',
+    ...(last.error ? { output: `last run failed: ${last.error}` } : {}),
+    observedValue: last.archived + last.purged,
+    observedUnit: 'messages archived or purged by the last run',
+    lastRunAt: last.started_at,
+    durationMs: last.duration_ms,
+    archived: last.archived,
+    purged: last.purged,
+    tenants: last.tenants.length,
+    complete: last.complete,
+  };
 }
 
 /** Drizzle wraps driver errors in "Failed query: …"; the innermost cause names the problem. */

@@ -1,0 +1,44 @@
+import { Elysia, t } from 'elysia';
+import type { AppDeps } from '../../deps';
+import { commonErrors } from '../../lib/schemas';
+import { adminAuth } from '../../plugins/auth';
+import { runRetention } from '../../retention/job';
+
+const TenantRetention = t.Object({
+  tenant_id: t.String(),
+  archived: t.Integer(),
+  purged: t.Integer(),
+  conversations_deleted: t.Integer(),
+});
+
+/** What a retention run did; the same shape the CLI prints and health summarises. */
+export const RetentionResult = t.Object({
+  started_at: t.String(),
+  duration_ms: t.Number(),
+  archived: t.Integer(),
+  purged: t.Integer(),
+  conversations_deleted: t.Integer(),
+  tenants_processed: t.Integer(),
+  tenants: t.Array(TenantRetention),
+  complete: t.Boolean(),
+  skipped: t.Boolean(),
+  reason: t.Optional(t.String()),
+  error: t.Optional(t.String()),
+});
+
+/** POST /v1/admin/retention/run: runs the retention job now, to completion or its time limit. */
+export function retentionModule(deps: AppDeps) {
+  return new Elysia({ name: 'retention', prefix: '/admin/retention', detail: { tags: ['admin'] } })
+    .use(adminAuth(deps.config.ADMIN_API_KEY))
+    .post('/run', () => runRetention(deps), {
+      response: { 200: RetentionResult, ...commonErrors },
+      detail: {
+        summary: 'Apply every tenant’s retention policy now and return the counts',
+        description:
+          'Archives and purges in batches of RETENTION_BATCH_SIZE; stops between batches after ' +
+          'RETENTION_RUN_TIMEOUT_MS (`complete: false`, the next run resumes). Answers ' +
+          '`skipped: true` at once when another run is in progress; a failed run reports `error`.',
+        security: [{ adminKey: [] }],
+      },
+    });
+}
