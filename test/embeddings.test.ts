@@ -115,7 +115,9 @@ describeWithPgvector('the embedding pipeline', () => {
     const healthy = await until(
       'a drained backlog',
       () => t.call('GET', '/v1/admin/health', { key: ADMIN_KEY }),
-      (r) => r.json.checks.embeddings[0].observedValue === 0 && r.json.status === 'pass',
+      (r) =>
+        r.json.checks.embeddings[0].observedValue === 0 &&
+        r.json.checks.embeddings[0].status === 'pass',
       20_000,
     );
     expect(healthy.json.checks.embeddings[0].circuit).toBe('closed');

@@ -270,13 +270,15 @@ describe('retention queries', () => {
       const plan = (await rows<{ 'QUERY PLAN': string }>(sql`explain ${statement}`))
         .map((r) => r['QUERY PLAN'])
         .join('\n');
-      expect({ name, seqScan: /Seq Scan on messages/.test(plan) }).toEqual({
+      // The plan is in the failure message, to see what the planner chose instead.
+      expect({ name, seqScan: /Seq Scan on messages/.test(plan) ? plan : false }).toEqual({
         name,
         seqScan: false,
       });
       // Either tenant-leading index serves the purge (the planner picks by statistics).
       if (name === 'purge') expect(plan).toMatch(/ix_messages_tenant_(created|archived)/);
-      if (name === 'archive') expect(plan).toContain('ix_messages_tenant_archived');
+      // Likewise for the archive: which one depends on how many of the tenant's rows are archived.
+      if (name === 'archive') expect(plan).toMatch(/ix_messages_tenant_(created|archived)/);
     }
   });
 });
