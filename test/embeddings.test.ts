@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, expect, test } from 'bun:test';
+import { afterAll, afterEach, beforeAll, expect, test } from 'bun:test';
 import { openDatabase } from '../src/db/client';
 import { migrate } from '../src/db/migrate';
 import { loadConfig } from '../src/config';
@@ -38,8 +38,12 @@ beforeAll(async () => {
     `emb_${crypto.randomUUID().slice(0, 8)}`,
   );
 });
+// Each test's apps (and their background workers) stop when it ends: a worker left running
+// would take work from the next test, which drives its own worker by hand.
+afterEach(async () => {
+  for (const app of apps.splice(0)) await app.close();
+});
 afterAll(async () => {
-  for (const app of apps) await app.close();
   await server.stop();
 });
 
