@@ -2,6 +2,8 @@
 // the job's statements use the indexes (EXPLAIN), runs the job, and checks its per-tenant counts
 // against an independent count. Against a throwaway PostgreSQL (or DATABASE_URL).
 // Usage: bun bench/retention.ts [--messages 1000000] [--batch 5000]
+import { join } from 'node:path';
+import autocannon from 'autocannon';
 import { type SQL, sql } from 'drizzle-orm';
 import { loadConfig } from '../src/config';
 import { openDatabase } from '../src/db/client';
@@ -12,6 +14,9 @@ import { archiveBatch, deleteEmptyConversations, purgeBatch } from '../src/reten
 import { startPostgres } from '../test/support/postgres';
 
 const TENANTS = 100;
+const LOAD_CONNECTIONS = 32;
+const LOAD_SECONDS = 10;
+const ADMIN = 'bench-admin-key-0123456789';
 const CONVERSATIONS_PER_TENANT = 20;
 const SEED_CHUNK = 50_000;
 const DAY_S = 86_400;
@@ -113,7 +118,23 @@ try {
     ).map((r) => [r.id, { archived: r.archive, purged: r.purge }]),
   );
 
-  const result = await runRetention({ database, config, logger });
+  // API write latency without and then during the job: a separate server process on the same
+  // database, loaded by autocannon while the job runs in this process.
+  const api = await startApi(config.DATABASE_URL!);
+  const quiet = await writeLoad(api);
+  let jobDone = false;
+  const running = runRetention({ database, config, logger }).finally(() => (jobDone = true));
+  const during = await writeLoad(api);
+  const overlapped = !jobDone;
+  const result = await running;
+  await api.stop();
+  console.log(
+    `\nPOST /v1/messages at ${LOAD_CONNECTIONS} connections, ${LOAD_SECONDS} s each: ` +
+      `p99 ${quiet.p99} ms without the job, ${during.p99} ms during it ` +
+      `(${(during.p99 / Math.max(quiet.p99, 1)).toFixed(2)}x); ` +
+      `p50 ${quiet.p50} -> ${during.p50} ms; ${quiet.rps} -> ${during.rps} req/s` +
+      (overlapped ? '' : ' (the job ended before the load: only part of it overlapped)'),
+  );
   const changed = result.archived + result.purged;
   console.log(
     `\nretention: archived ${result.archived}, purged ${result.purged}, ` +
@@ -146,4 +167,60 @@ try {
 } finally {
   await database.close();
   await cluster?.stop();
+}
+
+/** `threadstore serve` from source on a free port, with rate limits raised and no own job. */
+async function startApi(url: string) {
+  const port = 39_000 + Math.floor(Math.random() * 1000);
+  const proc = Bun.spawn([process.execPath, join(import.meta.dir, '..', 'src', 'index.ts')], {
+    env: {
+      ...process.env,
+      DATABASE_URL: url,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      ADMIN_API_KEY: ADMIN,
+      LOG_LEVEL: 'warn',
+      RETENTION_INTERVAL_MS: '0',
+      RATE_LIMIT_WRITE_PER_MINUTE: '100000000',
+      RATE_LIMIT_ADMIN_PER_MINUTE: '100000000',
+    },
+    stdout: 'ignore',
+    stderr: 'inherit',
+  });
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    if ((await fetch(`${base}/readyz`).catch(() => null))?.ok) break;
+    await Bun.sleep(100);
+  }
+  const tenant = (await (
+    await fetch(`${base}/v1/admin/tenants`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'latency probe' }),
+    })
+  ).json()) as { api_key: string };
+  return {
+    base,
+    key: tenant.api_key,
+    async stop() {
+      proc.kill('SIGTERM');
+      await proc.exited;
+    },
+  };
+}
+
+async function writeLoad(api: { base: string; key: string }) {
+  const r = await autocannon({
+    url: `${api.base}/v1/messages`,
+    method: 'POST',
+    connections: LOAD_CONNECTIONS,
+    duration: LOAD_SECONDS,
+    headers: { authorization: `Bearer ${api.key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ conversation_id: 'latency', role: 'user', content: 'probe' }),
+  });
+  return {
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    rps: Math.round(r.requests.average),
+  };
 }
