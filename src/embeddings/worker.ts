@@ -82,19 +82,9 @@ export class EmbeddingWorker {
 
   private async claim(): Promise<Claimed[]> {
     return rowsOf<Claimed>(
-      await this.db.execute(sql`
-        update message_search s
-        set lease_until = now() + make_interval(secs => ${this.config.EMBEDDING_LEASE_MS / 1000}),
-            attempts = s.attempts + 1
-        from messages m
-        where m.id = s.message_id and s.message_id in (
-          select message_id from message_search
-          where embedding_status = 'pending' and (lease_until is null or lease_until < now())
-          order by message_id
-          limit ${this.config.EMBEDDING_BATCH_SIZE}
-          for update skip locked)
-        returning s.message_id as id, s.attempts as attempts,
-          coalesce(nullif(m.content, ''), m.tool_calls::text, '') as text`),
+      await this.db.execute(
+        claimStatement(this.config.EMBEDDING_BATCH_SIZE, this.config.EMBEDDING_LEASE_MS),
+      ),
     );
   }
 
@@ -156,20 +146,45 @@ export class EmbeddingWorker {
   }
 }
 
+/**
+ * Claims up to `batchSize` pending messages for `leaseMs` and returns their text. The oldest
+ * come first through the partial index of pending rows; messages are read by primary key.
+ */
+export function claimStatement(batchSize: number, leaseMs: number): SQL {
+  return sql`
+    update message_search s
+    set lease_until = now() + make_interval(secs => ${leaseMs / 1000}),
+        attempts = s.attempts + 1
+    from messages m
+    where m.id = s.message_id and s.message_id in (
+      select message_id from message_search
+      where embedding_status = 'pending' and (lease_until is null or lease_until < now())
+      order by message_id
+      limit ${batchSize}
+      for update skip locked)
+    returning s.message_id as id, s.attempts as attempts,
+      coalesce(nullif(m.content, ''), m.tool_calls::text, '') as text`;
+}
+
+/** The backlog query of health and metrics; it reads only the search side table. */
+export function backlogStatement(): SQL {
+  // The age comes from the UUIDv7 of the oldest pending message: its creation time in the
+  // service, not its (possibly imported) created_at.
+  return sql`
+    select
+      (select count(*)::int from message_search where embedding_status = 'pending') as pending,
+      (select ('x' || substr(replace(message_id::text, '-', ''), 1, 12))::bit(48)::bigint
+         from message_search where embedding_status = 'pending'
+         order by message_id limit 1)::text as oldest_ms,
+      (select count(*)::int from message_search where embedding_status = 'failed') as failed`;
+}
+
 /** Size and age of the embedding backlog, for health and metrics. */
 export async function backlog(
   db: Database,
 ): Promise<{ pending: number; oldestSeconds: number; failed: number }> {
-  // The age comes from the UUIDv7 of the oldest pending message: its creation time in the
-  // service, not its (possibly imported) created_at.
   const [row] = rowsOf<{ pending: number; oldest_ms: string | null; failed: number }>(
-    await db.execute(sql`
-      select
-        (select count(*)::int from message_search where embedding_status = 'pending') as pending,
-        (select ('x' || substr(replace(message_id::text, '-', ''), 1, 12))::bit(48)::bigint
-           from message_search where embedding_status = 'pending'
-           order by message_id limit 1)::text as oldest_ms,
-        (select count(*)::int from message_search where embedding_status = 'failed') as failed`),
+    await db.execute(backlogStatement()),
   );
   const oldest = row?.oldest_ms ? Number(row.oldest_ms) : null;
   return {
