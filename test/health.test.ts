@@ -4,7 +4,13 @@ import { migrate } from '../src/db/migrate';
 import type { DatabaseHandle } from '../src/db/types';
 import { DATABASE_TIMEOUT_MS, healthReport } from '../src/modules/health/service';
 import { VERSION } from '../src/version';
-import { ADMIN_KEY, buildTestApp, sharedApp, type TestApp } from './support/app';
+import {
+  ADMIN_KEY,
+  buildTestApp,
+  sharedApp,
+  type TestApp,
+  expectUnauthorized,
+} from './support/app';
 import { startPostgres, type PostgresCluster } from './support/postgres';
 
 const t = await sharedApp();
@@ -54,15 +60,7 @@ describe('admin health report', () => {
   test('needs the admin key, and refuses in the one error shape', async () => {
     for (const key of [null, 'not-the-admin-key-at-all', 'ts_sometenantkey']) {
       const res = await health(t, key);
-      expect(res.status).toBe(401);
-      expect(res.headers.get('www-authenticate')).toBe('Bearer');
-      expect(res.json).toEqual({
-        error: {
-          code: 'unauthorized',
-          message: expect.any(String),
-          request_id: expect.any(String),
-        },
-      });
+      expectUnauthorized(res);
       expect(res.text).not.toContain('checks');
     }
   });

@@ -1,5 +1,11 @@
 import { afterAll, describe, expect, test } from 'bun:test';
-import { ADMIN_KEY, buildTestApp, sharedApp, type TestApp } from './support/app';
+import {
+  ADMIN_KEY,
+  buildTestApp,
+  sharedApp,
+  type TestApp,
+  expectUnauthorized,
+} from './support/app';
 
 const t = await sharedApp();
 const TOKEN = 'metrics-token-0123456789';
@@ -88,15 +94,7 @@ describe('GET /metrics with METRICS_TOKEN set', () => {
   test('refuses a missing or wrong token with 401 in the one error shape', async () => {
     for (const key of [undefined, 'wrong-token-0123456789', ADMIN_KEY, `${TOKEN}x`]) {
       const res = await guarded.call('GET', '/metrics', { key });
-      expect(res.status).toBe(401);
-      expect(res.headers.get('www-authenticate')).toBe('Bearer');
-      expect(res.json).toEqual({
-        error: {
-          code: 'unauthorized',
-          message: expect.any(String),
-          request_id: expect.any(String),
-        },
-      });
+      expectUnauthorized(res);
       expect(res.text).not.toContain('threadstore_');
     }
   });

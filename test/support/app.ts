@@ -1,3 +1,4 @@
+import { expect } from 'bun:test';
 import { Writable } from 'node:stream';
 import { createApp } from '../../src/app';
 import { loadConfig } from '../../src/config';
@@ -125,4 +126,13 @@ let shared: Promise<TestApp> | undefined;
 export function sharedApp(): Promise<TestApp> {
   shared ??= buildTestApp();
   return shared;
+}
+
+/** Asserts a 401 in the one error shape, with the Bearer challenge. */
+export function expectUnauthorized(res: { status: number; headers: Headers; json: unknown }) {
+  expect(res.status).toBe(401);
+  expect(res.headers.get('www-authenticate')).toBe('Bearer');
+  expect(res.json).toEqual({
+    error: { code: 'unauthorized', message: expect.any(String), request_id: expect.any(String) },
+  });
 }

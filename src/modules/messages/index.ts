@@ -2,7 +2,12 @@ import { type Context, Elysia, t } from 'elysia';
 import type { AppDeps } from '../../deps';
 import { IdParams, commonErrors } from '../../lib/schemas';
 import { tenantAuth } from '../../plugins/auth';
-import { REPLAYED_HEADER, storeMessages, type WriteResult } from './idempotency';
+import {
+  type IdempotencyOptions,
+  REPLAYED_HEADER,
+  storeMessages,
+  type WriteResult,
+} from './idempotency';
 import { CreateHeaders, messageModels } from './model';
 import { deleteMessage, getMessage, listMessages } from './service';
 
@@ -18,19 +23,25 @@ export function messagesModule({ db, cursors, keys, config, search }: AppDeps) {
   // The index trigger queues new messages for embedding only when semantic search is on.
   const embeddingStatus = search.semantic ? 'pending' : 'disabled';
   const m = messageModels(config.MAX_CONTENT_CHARS);
-  const ttlSeconds = config.IDEMPOTENCY_TTL_SECONDS;
+  /** What both create routes pass on about the request, for idempotency and indexing. */
+  const writeOptions = (
+    ctx: { headers: { 'idempotency-key'?: string }; request: Request; route: string },
+    body: unknown,
+  ): IdempotencyOptions => ({
+    key: ctx.headers['idempotency-key'],
+    route: `${ctx.request.method} ${ctx.route}`,
+    body,
+    ttlSeconds: config.IDEMPOTENCY_TTL_SECONDS,
+    embeddingStatus,
+  });
   return new Elysia({ name: 'messages', prefix: '/messages', detail: { tags: ['messages'] } })
     .use(tenantAuth(keys))
     .post(
       '',
-      async ({ tenant, body, headers, request, route, set }) => {
-        const result = await storeMessages(db, tenant.id, [body], ([message]) => message!, {
-          key: headers['idempotency-key'],
-          route: `${request.method} ${route}`,
-          body,
-          ttlSeconds,
-          embeddingStatus,
-        });
+      async (ctx) => {
+        const { tenant, body, set } = ctx;
+        const options = writeOptions(ctx, body);
+        const result = await storeMessages(db, tenant.id, [body], ([m]) => m!, options);
         return reply(set, result);
       },
       {
@@ -44,19 +55,15 @@ export function messagesModule({ db, cursors, keys, config, search }: AppDeps) {
     )
     .post(
       '/batch',
-      async ({ tenant, body, headers, request, route, set }) => {
+      async (ctx) => {
+        const { tenant, body, set } = ctx;
+        const options = writeOptions(ctx, body);
         const result = await storeMessages(
           db,
           tenant.id,
           body.messages,
           (messages) => ({ messages }),
-          {
-            key: headers['idempotency-key'],
-            route: `${request.method} ${route}`,
-            body,
-            ttlSeconds,
-            embeddingStatus,
-          },
+          options,
         );
         return reply(set, result);
       },

@@ -65,14 +65,15 @@ export function toMessageView(row: MessageRow, embedding: EmbeddingInfo): Messag
   };
 }
 
-/** Columns of a message with its embedding state, for reads. */
-const withEmbedding = {
+/** Columns of a message with its embedding state, for reads (left join of message_search). */
+export const withEmbedding = {
   message: messages,
   status: messageSearch.embeddingStatus,
   error: messageSearch.embeddingError,
 };
 
-function viewOf(r: {
+/** The view of a row selected with `withEmbedding`. */
+export function viewOf(r: {
   message: MessageRow;
   status: EmbeddingStatus | null;
   error: string | null;

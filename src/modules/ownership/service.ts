@@ -5,7 +5,7 @@ import type { Database } from '../../db/types';
 import type { CursorPosition } from '../../lib/cursor';
 import { notFound } from '../../lib/errors';
 import { afterPosition } from '../../lib/keyset';
-import { toMessageView } from '../messages/service';
+import { viewOf, withEmbedding } from '../messages/service';
 import { getTenant } from '../tenants/service';
 
 /** Rows read per query of an export: enough to amortise round trips, small enough to stream. */
@@ -61,11 +61,7 @@ async function* exportLines(db: Database, tenantId: string, head: object) {
     // Keyset over ix_messages_tenant_created (a row comparison, which the index can range-scan):
     // every chunk is one index range, never OFFSET.
     const rows = await db
-      .select({
-        message: messages,
-        status: messageSearch.embeddingStatus,
-        error: messageSearch.embeddingError,
-      })
+      .select(withEmbedding)
       .from(messages)
       .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id))
       .where(
@@ -83,8 +79,7 @@ async function* exportLines(db: Database, tenantId: string, head: object) {
       .orderBy(asc(messages.createdAt), asc(messages.id))
       .limit(EXPORT_CHUNK_ROWS);
     for (const r of rows) {
-      const view = toMessageView(r.message, { status: r.status ?? 'disabled', error: r.error });
-      yield line({ type: 'message', ...view });
+      yield line({ type: 'message', ...viewOf(r) });
     }
     messageCount += rows.length;
     if (rows.length < EXPORT_CHUNK_ROWS) break;
