@@ -272,6 +272,9 @@ describe('search request validation', () => {
     ['a date without a time', { query: 'q', created_before: '2024-01-01' }],
     ['a date-time without an offset', { query: 'q', created_before: '2024-01-01T10:00:00' }],
     ['a date-time in another notation', { query: 'q', created_after: '2024/01/02 10:00' }],
+    // JavaScript writes year 0 in a form PostgreSQL rejects (was a 500).
+    ['a created_after in year 0', { query: 'q', created_after: '0000-01-01T00:00:00Z' }],
+    ['a created_before in year 0', { query: 'q', created_before: '0001-01-01T00:30:00+01:00' }],
     ['metadata over 16 KiB', { query: 'q', metadata: { blob: 'x'.repeat(17 * 1024) } }],
     ['a string as metadata', { query: 'q', metadata: 's' }],
     ['an array as metadata', { query: 'q', metadata: [1] }],

@@ -117,6 +117,15 @@ describe('wrong types are rejected, never coerced', () => {
     ['tool_calls as an object', { ...base, tool_calls: { id: 1 } }],
     ['tool_calls as an empty array', { ...base, tool_calls: [] }],
     ['created_at as a number', { ...base, created_at: 1700000000 }],
+    // Year 0 and earlier: JavaScript writes them in forms PostgreSQL rejects (was a 500).
+    ['created_at in year 0', { ...base, created_at: '0000-01-01T00:00:00Z' }],
+    [
+      'created_at before year 1 by its offset',
+      { ...base, created_at: '0001-01-01T00:00:00+01:00' },
+    ],
+    ['created_at with a signed year', { ...base, created_at: '-000001-01-01T00:00:00Z' }],
+    // Not RFC 3339: Date reads it in the server's local time zone.
+    ['created_at in another notation', { ...base, created_at: '2024/01/02' }],
     ['a missing role', { conversation_id: 'v', content: 'x' }],
     ['a missing conversation_id', { role: 'user', content: 'x' }],
     ['an unknown field', { ...base, tenant_id: '00000000-0000-0000-0000-000000000000' }],

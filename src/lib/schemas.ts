@@ -28,6 +28,18 @@ export const Timestamp = t.String({
   examples: ['2026-01-02T03:04:05.678Z'],
 });
 
+/**
+ * An RFC 3339 time with its offset, sent by the caller. The pattern comes on top of Elysia's
+ * `date-time` format, which also takes "2024/01/02" and "Tue Jan 02 2024 …" and reads some of
+ * them in the server's local time zone.
+ */
+export const DateTimeInput = (description: string) =>
+  t.String({
+    format: 'date-time',
+    pattern: '^\\d{4}-\\d{2}-\\d{2}[Tt]\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?([Zz]|[+-]\\d{2}:\\d{2})$',
+    description: `${description}; RFC 3339 with an offset, e.g. 2026-01-02T03:04:05Z`,
+  });
+
 /** Query-string booleans arrive as text; only the two spellings are accepted. */
 export const QueryBoolean = t.Union([t.Literal('true'), t.Literal('false')]);
 export const Order = t.Union([t.Literal('asc'), t.Literal('desc')], { default: 'asc' });

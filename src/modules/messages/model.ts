@@ -1,5 +1,6 @@
 import { t } from 'elysia';
 import {
+  DateTimeInput,
   UuidOut,
   Cursor,
   Order,
@@ -88,12 +89,7 @@ export function messageModels(maxContentChars: number) {
           },
         ),
       ),
-      created_at: t.Optional(
-        t.String({
-          format: 'date-time',
-          description: 'For importing history; may not be in the future',
-        }),
-      ),
+      created_at: t.Optional(DateTimeInput('For importing history; may not be in the future')),
     },
     { additionalProperties: false },
   );

@@ -10,6 +10,7 @@ import { errorCodeOf, FOREIGN_KEY_VIOLATION } from '../../db/errors';
 import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
 import { notFound, validationFailed } from '../../lib/errors';
+import { isStorableTime } from '../../lib/time';
 import { afterPosition, type KeysetPage, pageOf } from '../../lib/keyset';
 import { MESSAGE_LIMITS } from './model';
 
@@ -224,7 +225,7 @@ function toRow(tenantId: string, input: MessageInput, now: number, index: number
   let createdAt = new Date(now);
   if (input.created_at !== undefined) {
     createdAt = new Date(input.created_at);
-    if (Number.isNaN(createdAt.getTime()) || createdAt.getTime() > now) {
+    if (!isStorableTime(createdAt) || createdAt.getTime() > now) {
       throw validationFailed('created_at must be a valid time that is not in the future', [
         { in: 'body', path: at('created_at'), message: 'Not in the future' },
       ]);

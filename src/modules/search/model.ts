@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { t } from 'elysia';
+import { DateTimeInput } from '../../lib/schemas';
 import { ConversationId, MESSAGE_LIMITS, type MessageModels } from '../messages/model';
 
 /** Limits and defaults of a search request; the schema and the service both read them. */
@@ -21,18 +22,6 @@ export type MatchKind = (typeof matchKinds)[number];
 const Mode = (options: { default?: SearchMode; description: string }) =>
   t.Union([t.Literal('hybrid'), t.Literal('semantic'), t.Literal('fulltext')], options);
 const Matched = t.Union([t.Literal('fulltext'), t.Literal('semantic')]);
-
-/**
- * An RFC 3339 time with its offset. The pattern comes on top of Elysia's `date-time` format,
- * which also takes "2024/01/02" and "Tue Jan 02 2024 …" and reads some of them in the server's
- * local time zone.
- */
-const DateTimeInput = (description: string) =>
-  t.String({
-    format: 'date-time',
-    pattern: '^\\d{4}-\\d{2}-\\d{2}[Tt]\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?([Zz]|[+-]\\d{2}:\\d{2})$',
-    description: `${description}; RFC 3339 with an offset, e.g. 2026-01-02T03:04:05Z`,
-  });
 
 /**
  * Body of POST /v1/search. Numbers and booleans use TypeBox's own types: Elysia's `t.Integer`
