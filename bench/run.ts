@@ -1,119 +1,455 @@
-// Load test of the compiled binary against a throwaway PostgreSQL, on 127.0.0.1 only.
-// Usage: bun run bench [--quick]   (the full scenario suite is its own issue; this is the core)
-import { existsSync } from 'node:fs';
+// Load test of the compiled binary on 127.0.0.1: every scenario at 128 and 256 connections,
+// zero-loss and rate-limit accounting, paired rounds against the framework-free baseline, and
+// what each piece of middleware costs. Results: bench/results/<date>-<commit>.json, a Markdown
+// table on stdout and an SVG chart beside the JSON.
+// Usage: bun run bench [--quick] [--rounds N] [--middleware|--no-middleware] [--rebuild]
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import { join } from 'node:path';
-import autocannon from 'autocannon';
+import type autocannon from 'autocannon';
 import postgres from 'postgres';
-import { startPostgres } from '../test/support/postgres';
+import {
+  type ServerProcess,
+  type Tenant,
+  ADMIN_KEY,
+  api,
+  cleanup,
+  createTenant,
+  ensureBinary,
+  load,
+  median,
+  ROOT,
+  startBaseline,
+  startInfrastructure,
+  startThreadstore,
+} from './lib';
+import { renderMarkdown, renderSvg } from './report';
+import { middlewareVariants, seedCorpus } from './scenarios';
+import type { BenchResults, Check, MiddlewareCost, Ratio, Run } from './types';
 
-const ROOT = join(import.meta.dir, '..');
-const BINARY = join(ROOT, 'dist', 'threadstore');
-const quick = process.argv.includes('--quick');
-const DURATION_S = quick ? 5 : 15;
-const CONNECTIONS = 128;
-const WRITES = quick ? 5_000 : 20_000;
-const PORT = 38000 + Math.floor(Math.random() * 1000);
-const ADMIN = 'bench-admin-key-0123456789';
-const BASE = `http://127.0.0.1:${PORT}`;
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const flag = (name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+// Switching middleware off takes a few minutes more: on by default in the full run only.
+const withMiddleware =
+  args.includes('--middleware') || (!quick && !args.includes('--no-middleware'));
+const ROUNDS = Number(flag('--rounds') ?? 5);
+const DURATION_S = quick ? 5 : 10;
+const RATIO_DURATION_S = quick ? 4 : 8;
+const LEVELS = quick ? [128] : [128, 256];
+const CREATES = quick ? 4_000 : 10_000;
+const BATCHES = quick ? 400 : 1_000;
+const BATCH_SIZE = 20;
+const MIXED = quick ? 5_000 : 15_000;
+const RATE_LIMIT_BUDGET = 1_000;
+const GOALS = { create: { rps: 0.8, p99: 1.25 }, 'list 50': { rps: 0.75, p99: 1.25 } };
 
-if (!existsSync(BINARY)) {
-  const build = Bun.spawnSync(['bun', 'run', 'build'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  if (build.exitCode !== 0) process.exit(1);
-}
+const runs: Run[] = [];
+const checks: Check[] = [];
+const check = (name: string, ok: boolean, detail: string) => {
+  checks.push({ name, ok, detail });
+  process.stderr.write(`  ${ok ? 'ok' : 'FAILED'}: ${name}: ${detail}\n`);
+};
+const strip = ({ raw: _raw, ...run }: Run & { raw: autocannon.Result }): Run => run;
 
-const pg = await startPostgres();
-const server = Bun.spawn([BINARY, 'serve'], {
-  env: {
-    ...process.env,
-    DATABASE_URL: pg.url,
-    PORT: String(PORT),
-    HOST: '127.0.0.1',
-    ADMIN_API_KEY: ADMIN,
-    LOG_LEVEL: 'warn',
-    DB_POOL_MAX: '20',
-    // Budgets raised through configuration, the limiter itself still runs on every request.
-    RATE_LIMIT_WRITE_PER_MINUTE: '100000000',
-    RATE_LIMIT_READ_PER_MINUTE: '100000000',
-    RATE_LIMIT_ADMIN_PER_MINUTE: '100000000',
-  },
-  stdout: 'ignore',
-  stderr: 'inherit',
-});
-
-async function cleanup() {
-  server.kill('SIGTERM');
-  await server.exited;
-  await pg.stop();
-}
-process.on('SIGINT', () => void cleanup().then(() => process.exit(130)));
+ensureBinary(args.includes('--rebuild'));
+const { pg, embeddings } = await startInfrastructure();
+const sql = postgres(pg.url, { max: 2 });
+const rowsOf = async (tenant: string) =>
+  (
+    await sql<{ n: number }[]>`select count(*)::int as n from messages where tenant_id = ${tenant}`
+  )[0]!.n;
 
 try {
-  for (let i = 0; i < 100; i++) {
-    if ((await fetch(`${BASE}/readyz`).catch(() => null))?.ok) break;
-    await Bun.sleep(100);
-  }
-  const tenant = (await (
-    await fetch(`${BASE}/v1/admin/tenants`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ name: 'bench' }),
-    })
-  ).json()) as { api_key: string; id: string };
-  const auth = { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' };
-  const body = JSON.stringify({
-    conversation_id: 'bench',
-    role: 'user',
-    content: 'hello '.repeat(20),
+  const ts = await startThreadstore(pg.url, embeddings);
+  process.stderr.write('seeding...\n');
+  const corpus = await seedCorpus(ts, sql);
+  const auth = (key: string) => ({
+    authorization: `Bearer ${key}`,
+    'content-type': 'application/json',
   });
+  const main = corpus.tenant;
+  const body = (conversation: string) =>
+    JSON.stringify({ conversation_id: conversation, role: 'user', content: 'hello '.repeat(20) });
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(Math.random() * xs.length)]!;
+  const listPath = `/v1/messages?conversation_id=${corpus.listConversation}&limit=50`;
+  const searchBody = (mode: string) =>
+    JSON.stringify({ query: pick(corpus.queries), mode, limit: 10 });
 
-  const scenarios: { name: string; opts: autocannon.Options; writes?: boolean }[] = [
-    { name: 'GET /livez', opts: { url: `${BASE}/livez` } },
-    {
-      name: 'POST /v1/messages',
-      // A fixed number of requests rather than a duration: autocannon then waits for every
-      // response, so the 2xx count can be compared with the rows stored, exactly.
-      opts: { url: `${BASE}/v1/messages`, method: 'POST', headers: auth, body, amount: WRITES },
-      writes: true,
-    },
-    {
-      name: 'GET /v1/messages (page of 50)',
-      opts: { url: `${BASE}/v1/messages?conversation_id=bench&limit=50`, headers: auth },
-    },
-  ];
+  /** A write scenario: a fresh tenant, a fixed number of requests, then rows == 2xx × size. */
+  async function writes(scenario: string, connections: number, size: number, amount: number) {
+    const tenant = await createTenant(ts.base, `${scenario} ${connections}`);
+    const path = size === 1 ? '/v1/messages' : '/v1/messages/batch';
+    const payload =
+      size === 1
+        ? body('one-conversation')
+        : JSON.stringify({
+            messages: Array.from({ length: size }, (_, i) => ({
+              conversation_id: `batch-${i % 4}`,
+              role: i % 2 ? 'assistant' : 'user',
+              content: `batch message ${i} `.repeat(6),
+            })),
+          });
+    // A fixed amount, not a duration: autocannon then waits for every answer, so the 2xx
+    // count can be compared with the rows stored, exactly.
+    const run = await load(
+      ts,
+      { scenario },
+      {
+        url: `${ts.base}${path}`,
+        method: 'POST',
+        headers: auth(tenant.api_key),
+        body: payload,
+        connections,
+        amount,
+      },
+    );
+    const stored = await rowsOf(tenant.id);
+    const expected = run.raw['2xx'] * size;
+    check(
+      `zero loss: ${scenario} at ${connections}`,
+      stored === expected,
+      `${run.raw['2xx']} answered 2xx × ${size} = ${expected}, ${stored} rows stored`,
+    );
+    return run;
+  }
 
-  const rows: string[] = [];
-  let created = 0;
-  for (const s of scenarios) {
-    process.stderr.write(`running ${s.name} for ${DURATION_S}s at ${CONNECTIONS} connections...\n`);
-    const r = await autocannon({
-      connections: CONNECTIONS,
-      ...(s.opts.amount ? {} : { duration: DURATION_S }),
-      ...s.opts,
-    });
-    if (s.writes) created += r['2xx'];
-    rows.push(
-      `| ${s.name} | ${Math.round(r.requests.average)} | ${r.latency.p50} | ${r.latency.p90} | ${r.latency.p99} | ${r.latency.max} | ${r.non2xx} | ${r.errors + r.timeouts} |`,
+  const reads = (scenario: string, connections: number, opts: Partial<autocannon.Options>) =>
+    load(ts, { scenario }, { connections, duration: DURATION_S, ...opts } as autocannon.Options);
+
+  for (const connections of LEVELS) {
+    process.stderr.write(`\nscenarios at ${connections} connections\n`);
+    const key = main.api_key;
+    const scenarioRuns = [
+      () => reads('livez', connections, { url: `${ts.base}/livez` }),
+      () => writes('create', connections, 1, CREATES),
+      () => writes('batch create (20)', connections, BATCH_SIZE, BATCHES),
+      () => reads('list 50', connections, { url: `${ts.base}${listPath}`, headers: auth(key) }),
+      () =>
+        reads('get by id', connections, {
+          url: ts.base,
+          headers: auth(key),
+          requests: [
+            {
+              method: 'GET',
+              setupRequest: (r) => ({ ...r, path: `/v1/messages/${pick(corpus.ids)}` }),
+            },
+          ],
+        }),
+      () =>
+        reads('full-text search', connections, {
+          url: `${ts.base}/v1/search`,
+          method: 'POST',
+          headers: auth(key),
+          requests: [{ setupRequest: (r) => ({ ...r, body: searchBody('fulltext') }) }],
+        }),
+      () =>
+        reads('hybrid search', connections, {
+          url: `${ts.base}/v1/search`,
+          method: 'POST',
+          headers: auth(key),
+          requests: [{ setupRequest: (r) => ({ ...r, body: searchBody('hybrid') }) }],
+        }),
+      () => mixed(connections, key),
+    ];
+    for (const scenario of scenarioRuns) runs.push(strip(await scenario()));
+  }
+
+  /** 80% reads, 20% writes: each connection cycles through four reads and one create. */
+  async function mixed(connections: number, key: string) {
+    let created = 0;
+    const tenantBefore = await rowsOf(main.id);
+    const run = await load(
+      ts,
+      { scenario: 'mixed 80/20' },
+      {
+        url: ts.base,
+        headers: auth(key),
+        connections,
+        amount: MIXED,
+        requests: [
+          { method: 'GET', path: listPath },
+          {
+            method: 'GET',
+            setupRequest: (r) => ({ ...r, path: `/v1/messages/${pick(corpus.ids)}` }),
+          },
+          {
+            method: 'POST',
+            path: '/v1/search',
+            setupRequest: (r) => ({ ...r, body: searchBody('fulltext') }),
+          },
+          { method: 'GET', path: '/v1/conversations?limit=20' },
+          {
+            method: 'POST',
+            path: '/v1/messages',
+            body: body('mixed'),
+            onResponse: (status) => {
+              if (status === 201) created++;
+            },
+          },
+        ],
+      },
+    );
+    const stored = (await rowsOf(main.id)) - tenantBefore;
+    check(
+      `zero loss: mixed 80/20 at ${connections}`,
+      stored === created,
+      `${created} creates answered 201, ${stored} rows stored`,
+    );
+    return run;
+  }
+
+  for (const run of runs) {
+    check(
+      `no errors: ${run.scenario} at ${run.connections}`,
+      run.non2xx === 0 && run.errors === 0 && run.timeouts === 0,
+      `${run.non2xx} non-2xx, ${run.errors} errors, ${run.timeouts} timeouts`,
     );
   }
-  const sql = postgres(pg.url, { max: 1 });
-  const [counted] = await sql<
-    { n: number }[]
-  >`select count(*)::int as n from messages where tenant_id = ${tenant.id}`;
-  await sql.end();
-  const n = counted?.n ?? -1;
 
-  console.log(
-    '| scenario | req/s | p50 ms | p90 ms | p99 ms | max ms | non-2xx | errors+timeouts |',
-  );
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
-  for (const row of rows) console.log(row);
-  console.log(
-    `\nzero-loss: ${created} created (2xx) vs ${n} rows: ${created === n ? 'OK' : 'MISMATCH'}`,
-  );
-  if (created !== n) process.exitCode = 1;
+  await rateLimitAccuracy(ts);
+  const ratios = await baselineRounds(ts, main, listPath);
+  const middleware = withMiddleware ? await middlewareCosts(ts, main, listPath) : [];
+
+  const results: BenchResults = {
+    version: 1,
+    date: new Date().toISOString(),
+    commit: gitCommit(),
+    quick,
+    machine: await machine(),
+    runs,
+    ratios,
+    middleware,
+    checks,
+    passed: checks.every((c) => c.ok),
+  };
+  const dir = join(ROOT, 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${results.date.slice(0, 10)}-${results.commit}${quick ? '-quick' : ''}`);
+  writeFileSync(`${file}.json`, `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(`${file}.svg`, renderSvg(results));
+  console.log(renderMarkdown(results));
+  process.stderr.write(`\nresults: ${file}.json\nchart:   ${file}.svg\n`);
+  if (!results.passed) process.exitCode = 1;
 } finally {
+  await sql.end();
   await cleanup();
+}
+
+/** A tenant budget of 1,000 writes a minute under 128 connections admits exactly 1,000. */
+async function rateLimitAccuracy(ts: ServerProcess) {
+  const tenant = await createTenant(ts.base, 'rate limited');
+  await api(ts.base, 'PATCH', `/v1/admin/tenants/${tenant.id}`, ADMIN_KEY, {
+    rate_limit_write_per_minute: RATE_LIMIT_BUDGET,
+  });
+  let admitted = 0;
+  let refused = 0;
+  let withRetryAfter = 0;
+  await load(
+    ts,
+    { scenario: 'rate limit 1000/min' },
+    {
+      url: `${ts.base}/v1/messages`,
+      headers: { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' },
+      connections: 128,
+      amount: RATE_LIMIT_BUDGET * 3,
+      requests: [
+        {
+          method: 'POST',
+          body: JSON.stringify({ conversation_id: 'limited', role: 'user', content: 'x' }),
+          onResponse: (status, _body, _ctx, headers) => {
+            if (status === 201) admitted++;
+            if (status === 429) {
+              refused++;
+              // An object of the response's headers, names as the server sent them.
+              const names = Object.keys(headers as Record<string, string>);
+              if (names.some((name) => name.toLowerCase() === 'retry-after')) withRetryAfter++;
+            }
+          },
+        },
+      ],
+    },
+  );
+  const stored = await rowsOf(tenant.id);
+  check(
+    'rate limit: exactly the budget admitted',
+    admitted === RATE_LIMIT_BUDGET && stored === RATE_LIMIT_BUDGET,
+    `budget ${RATE_LIMIT_BUDGET}: ${admitted} answered 201, ${stored} rows stored`,
+  );
+  check(
+    'rate limit: the rest refused with Retry-After',
+    refused === RATE_LIMIT_BUDGET * 2 && withRetryAfter === refused,
+    `${refused} answered 429, ${withRetryAfter} of them with Retry-After`,
+  );
+}
+
+/**
+ * Paired rounds against the baseline on one database, alternating which goes first, so the
+ * machine's drift between rounds falls on both sides of each ratio.
+ */
+async function baselineRounds(
+  ts: ServerProcess,
+  tenant: Tenant,
+  listPath: string,
+): Promise<Ratio[]> {
+  const baseline = await startBaseline(pg.url, { [tenant.api_key]: tenant.id });
+  process.stderr.write(`\n${ROUNDS} paired rounds against the baseline at 128 connections\n`);
+  // One conversation for every create: the worst case for per-conversation bookkeeping.
+  const conversation = 'ratio-create';
+  await api(
+    ts.base,
+    'POST',
+    '/v1/messages',
+    tenant.api_key,
+    {
+      conversation_id: conversation,
+      role: 'user',
+      content: 'first',
+    },
+    201,
+  );
+  const headers = { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' };
+  const scenarios = {
+    create: (s: ServerProcess): autocannon.Options => ({
+      url: `${s.base}/v1/messages`,
+      method: 'POST',
+      headers,
+      body: JSON.stringify({
+        conversation_id: conversation,
+        role: 'user',
+        content: 'hello '.repeat(20),
+      }),
+    }),
+    'list 50': (s: ServerProcess): autocannon.Options => ({
+      url: `${s.base}${listPath}`,
+      headers,
+    }),
+  };
+  const ratios: Ratio[] = [];
+  for (const [scenario, opts] of Object.entries(scenarios)) {
+    const rounds: Ratio['rounds'] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = round % 2 === 0 ? [ts, baseline] : [baseline, ts];
+      const got: Record<string, Run> = {};
+      for (const server of order) {
+        const run = strip(
+          await load(
+            server,
+            { scenario },
+            {
+              ...opts(server),
+              connections: 128,
+              duration: RATIO_DURATION_S,
+            },
+          ),
+        );
+        got[server.name] = run;
+        runs.push(run);
+      }
+      const t = got[ts.name]!;
+      const b = got[baseline.name]!;
+      rounds.push({
+        threadstore: t,
+        baseline: b,
+        rpsRatio: t.rps / b.rps,
+        p99Ratio: t.latency.p99 / Math.max(b.latency.p99, 1),
+      });
+    }
+    const goal = GOALS[scenario as keyof typeof GOALS];
+    const medianRpsRatio = median(rounds.map((r) => r.rpsRatio));
+    const medianP99Ratio = median(rounds.map((r) => r.p99Ratio));
+    ratios.push({
+      scenario,
+      connections: 128,
+      rounds,
+      medianRpsRatio,
+      medianP99Ratio,
+      goalRps: goal.rps,
+      goalP99: goal.p99,
+      met: medianRpsRatio >= goal.rps && medianP99Ratio <= goal.p99,
+    });
+  }
+  await baseline.stop();
+  return ratios;
+}
+
+/** Each piece of middleware off through configuration, paired with threadstore as shipped. */
+async function middlewareCosts(
+  ts: ServerProcess,
+  tenant: Tenant,
+  listPath: string,
+): Promise<MiddlewareCost[]> {
+  const rounds = Math.max(3, Math.floor(ROUNDS / 2) + 1);
+  const headers = { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' };
+  const costs: MiddlewareCost[] = [];
+  for (const variant of middlewareVariants) {
+    process.stderr.write(`\nmiddleware: ${variant.name} (${variant.description})\n`);
+    const off = await startThreadstore(pg.url, embeddings, variant.env, variant.name);
+    for (const scenario of ['create', 'list'] as const) {
+      const opts = (s: ServerProcess): autocannon.Options =>
+        scenario === 'create'
+          ? {
+              url: `${s.base}/v1/messages`,
+              method: 'POST',
+              headers,
+              body: JSON.stringify({
+                conversation_id: 'middleware',
+                role: 'user',
+                content: 'hello '.repeat(20),
+              }),
+            }
+          : { url: `${s.base}${listPath}`, headers };
+      const gains: number[] = [];
+      const p99s: number[] = [];
+      for (let round = 0; round < rounds; round++) {
+        const order = round % 2 === 0 ? [ts, off] : [off, ts];
+        const got = new Map<ServerProcess, Run>();
+        for (const server of order) {
+          const run = strip(
+            await load(
+              server,
+              { scenario },
+              { ...opts(server), connections: 128, duration: RATIO_DURATION_S },
+            ),
+          );
+          got.set(server, run);
+        }
+        gains.push(got.get(off)!.rps / got.get(ts)!.rps);
+        p99s.push(got.get(off)!.latency.p99 / Math.max(got.get(ts)!.latency.p99, 1));
+      }
+      costs.push({
+        variant: variant.name,
+        description: variant.description,
+        scenario,
+        connections: 128,
+        medianRpsGain: median(gains),
+        medianP99Ratio: median(p99s),
+        rounds,
+      });
+    }
+    await off.stop();
+  }
+  return costs;
+}
+
+function gitCommit(): string {
+  const r = Bun.spawnSync(['git', 'rev-parse', '--short', 'HEAD'], { cwd: ROOT });
+  const dirty = Bun.spawnSync(['git', 'status', '--porcelain', '--', 'src'], { cwd: ROOT });
+  const sha = r.stdout.toString().trim() || 'unknown';
+  return dirty.stdout.toString().trim() ? `${sha}-dirty` : sha;
+}
+
+async function machine(): Promise<BenchResults['machine']> {
+  const [version] = await sql<{ v: string }[]>`select current_setting('server_version') as v`;
+  return {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    bun: Bun.version,
+    postgres: version?.v ?? 'unknown',
+  };
 }

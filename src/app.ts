@@ -28,9 +28,9 @@ export function createApp(deps: AppDeps) {
       // limiter (it answers preflights, which are never counted), the limiter before parsing.
       .use(requestId)
       .use(cors(parseOrigins(deps.config.CORS_ORIGINS), deps.config.CORS_MAX_AGE))
-      .use(rateLimit(deps))
+      .use(deps.config.RATE_LIMIT_ENABLED ? rateLimit(deps) : new Elysia({ name: 'rate-limit' }))
       .use(errors(deps.logger))
-      .use(requestLog(deps.logger, deps.metrics))
+      .use(requestLog(deps.logger, deps.config.REQUEST_METRICS ? deps.metrics : null))
       .use(jsonBody(deps.config.MAX_BODY_BYTES))
       .use(
         openapi({

@@ -50,6 +50,8 @@ const ConfigSchema = T.Object({
    * client), a number of proxy hops, or a comma-separated list of proxy addresses.
    */
   TRUST_PROXY: T.String({ default: 'false', pattern: '^[0-9A-Fa-f.:, ]*$|^(true|false)$' }),
+  /** Count requests against the budgets below (false: no limits, e.g. when a gateway enforces them). */
+  RATE_LIMIT_ENABLED: T.Boolean({ default: true }),
   /** Writes (POST/PATCH/DELETE under /v1) per tenant, or per client IP without a valid key, per window. */
   RATE_LIMIT_WRITE_PER_MINUTE: T.Integer({ minimum: 1, default: 100 }),
   /** Reads and searches per tenant, or per client IP without a valid key, per window. */
@@ -100,6 +102,8 @@ const ConfigSchema = T.Object({
   RETENTION_RUN_TIMEOUT_MS: T.Integer({ minimum: 1000, default: 300_000 }),
   /** Rows archived or purged per transaction, so the job never holds locks for long. */
   RETENTION_BATCH_SIZE: T.Integer({ minimum: 1, maximum: 100_000, default: 5000 }),
+  /** Record per-request counters and latency histograms (false: /metrics keeps the other series). */
+  REQUEST_METRICS: T.Boolean({ default: true }),
   /** Bearer token required by GET /metrics when set. */
   METRICS_TOKEN: T.Optional(T.String({ minLength: 16 })),
 });

@@ -95,7 +95,8 @@ export function gatedClient(sql: Sql, gate: PoolGate): Sql {
   return new Proxy(sql, {
     get(target, prop, receiver) {
       if (prop === 'unsafe') {
-        return (...args: Parameters<Sql['unsafe']>) => deferred(target.unsafe(...args), gate);
+        return (query: string, params?: unknown[], options?: { prepare?: boolean }) =>
+          deferred(target.unsafe(query, params as never, prepared(params, options)), gate);
       }
       if (prop === 'begin') {
         return (...args: unknown[]) =>
@@ -104,6 +105,17 @@ export function gatedClient(sql: Sql, gate: PoolGate): Sql {
       return Reflect.get(target, prop, receiver);
     },
   });
+}
+
+/**
+ * Drizzle asks postgres.js for unnamed statements, which PostgreSQL parses and plans again on
+ * every call: that doubled the database's CPU per list request. A query with parameters is one
+ * statement with a stable text, so it is prepared once per connection and reused (postgres.js
+ * re-prepares by itself when a schema change invalidates one). Queries without parameters (DDL,
+ * multi-statement migrations) stay unnamed, as a prepared statement cannot hold several.
+ */
+function prepared(params: unknown[] | undefined, options: { prepare?: boolean } | undefined) {
+  return params && params.length > 0 ? { ...options, prepare: true } : options;
 }
 
 /**

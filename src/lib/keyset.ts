@@ -21,12 +21,14 @@ export function afterPosition(
   after: CursorPosition | undefined,
   order: 'asc' | 'desc',
   sortValue: (k: string) => unknown,
+  /** The id to compare with, when not the cursor's own (a placeholder in a prepared query). */
+  idValue: unknown = after?.i,
 ): SQL | undefined {
   if (!after) return undefined;
   const k = sortValue(after.k);
   return order === 'asc'
-    ? sql`(${sortCol}, ${idCol}) > (${k}, ${after.i})`
-    : sql`(${sortCol}, ${idCol}) < (${k}, ${after.i})`;
+    ? sql`(${sortCol}, ${idCol}) > (${k}, ${idValue})`
+    : sql`(${sortCol}, ${idCol}) < (${k}, ${idValue})`;
 }
 
 /** Cuts the extra row fetched to learn whether another page exists, and encodes its cursor. */

@@ -4,10 +4,10 @@ import type { Metrics } from '../metrics';
 import { requestState } from './request-id';
 
 /**
- * One JSON line and the request metrics per request once the response is sent. Only the route pattern is logged (not
+ * One JSON line and the request metrics (unless turned off) per request once the response is sent. Only the route pattern is logged (not
  * the raw path or query, which may carry identifiers), and never bodies or headers.
  */
-export function requestLog(logger: Logger, metrics: Metrics) {
+export function requestLog(logger: Logger, metrics: Metrics | null) {
   return new Elysia({ name: 'request-log' }).onAfterResponse(
     { as: 'global' },
     function logRequest({ request, route, set }) {
@@ -22,7 +22,7 @@ export function requestLog(logger: Logger, metrics: Metrics) {
         status,
         duration_ms: Math.round((performance.now() - state.startedAt) * 100) / 100,
       };
-      metrics.observeRequest(line.method, line.route, status, line.duration_ms / 1000);
+      metrics?.observeRequest(line.method, line.route, status, line.duration_ms / 1000);
       if (status >= 500) logger.error(line, 'request');
       else if (status >= 400) logger.warn(line, 'request');
       else logger.info(line, 'request');

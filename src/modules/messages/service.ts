@@ -12,6 +12,7 @@ import type { CursorCodec } from '../../lib/cursor';
 import { notFound, validationFailed } from '../../lib/errors';
 import { isStorableTime } from '../../lib/time';
 import { afterPosition, type KeysetPage, pageOf } from '../../lib/keyset';
+import { preparedOnce } from '../../db/prepared';
 import { MESSAGE_LIMITS } from './model';
 
 export interface MessageInput {
@@ -258,11 +259,20 @@ function depthOf(value: unknown): number {
 }
 
 export async function getMessage(db: Database, tenantId: string, id: string): Promise<MessageView> {
-  const [row] = await db
-    .select(withEmbedding)
-    .from(messages)
-    .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id))
-    .where(and(eq(messages.tenantId, tenantId), eq(messages.id, id)));
+  const query = preparedOnce(db, 'get_message', () =>
+    db
+      .select(withEmbedding)
+      .from(messages)
+      .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id))
+      .where(
+        and(
+          eq(messages.tenantId, sql.placeholder('tenant')),
+          eq(messages.id, sql.placeholder('id')),
+        ),
+      )
+      .prepare('get_message'),
+  );
+  const [row] = await query.execute({ tenant: tenantId, id });
   if (!row) throw notFound('Message');
   return viewOf(row);
 }
@@ -293,30 +303,54 @@ export async function listMessages(
     scope: `messages|${q.conversationId ?? '*'}|${q.page.order}|${q.includeArchived}`,
   };
   const after = page.cursor ? cursors.decode(tenantId, page.scope, page.cursor) : undefined;
-  const dir = page.order === 'asc' ? asc : desc;
-  const rows = await db
-    .select(withEmbedding)
-    .from(messages)
-    .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id))
-    .where(
-      and(
-        eq(messages.tenantId, tenantId),
-        q.conversationId === undefined ? undefined : eq(messages.conversationId, q.conversationId),
-        q.includeArchived ? undefined : eq(messages.archived, false),
-        afterPosition(
-          messages.createdAt,
-          messages.id,
-          after,
-          page.order,
-          (k) => sql`${k}::timestamptz`,
-        ),
-      ),
-    )
-    .orderBy(dir(messages.createdAt), dir(messages.id))
-    .limit(page.limit + 1);
+  const rows = await listStatement(db, {
+    conversation: q.conversationId !== undefined,
+    includeArchived: q.includeArchived,
+    after: after !== undefined,
+    order: page.order,
+  }).execute({
+    tenant: tenantId,
+    conversation: q.conversationId,
+    k: after?.k,
+    i: after?.i,
+    limit: page.limit + 1,
+  });
   const { items, nextCursor } = pageOf(rows, page, tenantId, cursors, (r) => ({
     k: r.message.createdAt.toISOString(),
     i: r.message.id,
   }));
   return { messages: items.map(viewOf), next_cursor: nextCursor };
+}
+
+/** The list query for one combination of filters and order, prepared once. */
+function listStatement(
+  db: Database,
+  v: { conversation: boolean; includeArchived: boolean; after: boolean; order: 'asc' | 'desc' },
+) {
+  const name = `list_messages_${+v.conversation}${+v.includeArchived}${+v.after}_${v.order}`;
+  return preparedOnce(db, name, () => {
+    const dir = v.order === 'asc' ? asc : desc;
+    return db
+      .select(withEmbedding)
+      .from(messages)
+      .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id))
+      .where(
+        and(
+          eq(messages.tenantId, sql.placeholder('tenant')),
+          v.conversation ? eq(messages.conversationId, sql.placeholder('conversation')) : undefined,
+          v.includeArchived ? undefined : eq(messages.archived, false),
+          afterPosition(
+            messages.createdAt,
+            messages.id,
+            v.after ? { k: '', i: '' } : undefined,
+            v.order,
+            () => sql`${sql.placeholder('k')}::timestamptz`,
+            sql`${sql.placeholder('i')}::uuid`,
+          ),
+        ),
+      )
+      .orderBy(dir(messages.createdAt), dir(messages.id))
+      .limit(sql.placeholder('limit'))
+      .prepare(name);
+  });
 }

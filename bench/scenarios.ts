@@ -1,0 +1,100 @@
+// The data the read scenarios work on, and the middleware the bench switches off one at a time.
+import type postgres from 'postgres';
+import { type ServerProcess, type Tenant, api, createTenant } from './lib';
+
+const VOCABULARY = (
+  'river mountain engine kettle violin harbour lantern orchard copper meadow thunder pepper ' +
+  'glacier saddle compass marble falcon velvet anchor cobalt ember prairie quartz willow ' +
+  'canyon biscuit tundra walnut beacon cider lagoon pebble summit timber zephyr nectar ' +
+  'ledger signal vertex rocket garden island planet spiral cactus dynamo'
+).split(' ');
+const LIST_MESSAGES = 1_000;
+const SEARCH_MESSAGES = 4_000;
+const BATCH = 100;
+const EMBEDDING_WAIT_MS = 180_000;
+
+export interface Corpus {
+  tenant: Tenant;
+  /** A conversation of LIST_MESSAGES messages; the list scenario reads its first page. */
+  listConversation: string;
+  /** Ids to get by id, spread over the corpus. */
+  ids: string[];
+  /** Words of the corpus, for search queries that find something. */
+  queries: string[];
+}
+
+/** Deterministic sentences, so every run searches the same data. */
+function sentence(n: number): string {
+  const words = Array.from(
+    { length: 12 },
+    (_, i) => VOCABULARY[(n * 7 + i * 13 + i * i) % VOCABULARY.length],
+  );
+  return `${words.join(' ')} (note ${n})`;
+}
+
+/** Seeds one tenant through the API and waits until every message is embedded. */
+export async function seedCorpus(ts: ServerProcess, sql: postgres.Sql): Promise<Corpus> {
+  const tenant = await createTenant(ts.base, 'bench reads');
+  const ids: string[] = [];
+  const store = async (conversation: (n: number) => string, total: number, offset: number) => {
+    for (let start = 0; start < total; start += BATCH) {
+      const messages = Array.from({ length: Math.min(BATCH, total - start) }, (_, i) => ({
+        conversation_id: conversation(start + i),
+        role: (start + i) % 2 ? 'assistant' : 'user',
+        content: sentence(offset + start + i),
+        metadata: { n: offset + start + i },
+      }));
+      const res = await api<{ messages: { id: string }[] }>(
+        ts.base,
+        'POST',
+        '/v1/messages/batch',
+        tenant.api_key,
+        { messages },
+        201,
+      );
+      ids.push(...res.messages.filter((_, i) => i % 2 === 0).map((m) => m.id));
+    }
+  };
+  await store(() => 'list', LIST_MESSAGES, 0);
+  await store((n) => `topic-${n % 40}`, SEARCH_MESSAGES, LIST_MESSAGES);
+  const deadline = Date.now() + EMBEDDING_WAIT_MS;
+  for (;;) {
+    const [row] = await sql<{ n: number }[]>`
+      select count(*)::int as n from message_search
+      where tenant_id = ${tenant.id} and embedding_status <> 'ready'`;
+    if (row!.n === 0) break;
+    if (Date.now() > deadline) throw new Error(`${row!.n} messages still not embedded`);
+    await Bun.sleep(250);
+  }
+  return { tenant, listConversation: 'list', ids, queries: VOCABULARY.slice(0, 24) };
+}
+
+export interface MiddlewareVariant {
+  name: string;
+  description: string;
+  env: Record<string, string>;
+}
+
+/** One piece at a time, switched off through configuration; everything else as shipped. */
+export const middlewareVariants: MiddlewareVariant[] = [
+  {
+    name: 'no request log',
+    description: 'LOG_LEVEL=warn: no log line for successful requests',
+    env: { LOG_LEVEL: 'warn' },
+  },
+  {
+    name: 'no rate limiter',
+    description: 'RATE_LIMIT_ENABLED=false: no counting, no RateLimit headers',
+    env: { RATE_LIMIT_ENABLED: 'false' },
+  },
+  {
+    name: 'no metrics',
+    description: 'REQUEST_METRICS=false: no per-request histogram or counters',
+    env: { REQUEST_METRICS: 'false' },
+  },
+  {
+    name: 'no key cache',
+    description: 'AUTH_CACHE_TTL_MS=0: the key is looked up in PostgreSQL on every request',
+    env: { AUTH_CACHE_TTL_MS: '0' },
+  },
+];
