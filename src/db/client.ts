@@ -7,6 +7,21 @@ import * as schema from './schema';
 import type { Database, DatabaseHandle } from './types';
 
 /**
+ * Longest wait, in seconds, before a pooled connection that failed is opened again. A query sent
+ * to such a connection waits for it, then fails. postgres.js grows the wait as 3^failures / 100 s
+ * up to 20 s, counting failures across the whole pool: a few seconds of outage under load put
+ * every connection 20 s away, so requests waited out REQUEST_TIMEOUT_MS instead of getting a
+ * prompt 503, and the service stayed down for up to 20 s after the database was back. Connection
+ * attempts to a down server are cheap (refused at once), so a short cap costs little.
+ */
+const RECONNECT_MAX_DELAY_SECONDS = 0.25;
+
+/** postgres.js's jittered exponential reconnect delay, capped at RECONNECT_MAX_DELAY_SECONDS. */
+function reconnectDelay(failures: number): number {
+  return Math.min(RECONNECT_MAX_DELAY_SECONDS, ((0.5 + Math.random() / 2) * 3 ** failures) / 100);
+}
+
+/**
  * Opens the configured database: PostgreSQL through postgres.js when DATABASE_URL is set,
  * otherwise the embedded PGlite database under DATA_DIR.
  */
@@ -24,6 +39,7 @@ function openPostgres(config: Config, url: string): DatabaseHandle {
     connect_timeout: config.DB_CONNECT_TIMEOUT_MS / 1000,
     idle_timeout: 60,
     max_lifetime: 60 * 30,
+    backoff: reconnectDelay,
     onnotice: () => {},
     connection: {
       application_name: 'threadstore',

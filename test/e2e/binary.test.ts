@@ -2,19 +2,25 @@
 // run from other empty directories, over real HTTP on 127.0.0.1, against the test PostgreSQL and
 // against the embedded database.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import pkg from '../../package.json' with { type: 'json' };
+import {
+  BUILD_TIMEOUT_MS,
+  binaryEnv,
+  buildBinary,
+  killAllServers,
+  READY_TIMEOUT_MS,
+  ROOT,
+  ServerProcess,
+} from '../support/binary';
 import { createDatabase } from '../support/postgres';
 import { runCommand } from '../support/process';
 
-const ROOT = join(import.meta.dir, '..', '..');
 const ADMIN_KEY = 'e2e-admin-key-0123456789';
-/** Generous: the build takes 1 to 2 s and a fresh embedded database 4 to 8 s on a small machine. */
-const BUILD_TIMEOUT_MS = 120_000;
-const READY_TIMEOUT_MS = 30_000;
+/** Generous: a fresh embedded database takes 4 to 8 s on a small machine. */
 const EMBEDDED_TEST_TIMEOUT_MS = 90_000;
 const MIGRATION_COUNT = (
   JSON.parse(readFileSync(join(ROOT, 'drizzle', 'meta', '_journal.json'), 'utf8')) as {
@@ -23,7 +29,6 @@ const MIGRATION_COUNT = (
 ).entries.length;
 
 const tempDirs: string[] = [];
-const running = new Set<Server>();
 let binary = '';
 
 function tempDir(label: string): string {
@@ -33,140 +38,25 @@ function tempDir(label: string): string {
 }
 
 beforeAll(async () => {
-  const build = Bun.spawn([join(ROOT, 'node_modules', '.bin', 'bun'), 'run', 'build'], {
-    cwd: ROOT,
-    stdout: 'pipe',
-    stderr: 'pipe',
-  });
-  const [code, out, err] = await Promise.all([
-    build.exited,
-    new Response(build.stdout).text(),
-    new Response(build.stderr).text(),
-  ]);
-  if (code !== 0) throw new Error(`npm run build failed (exit ${code}):\n${out}\n${err}`);
   // Alone in a directory of its own: nothing beside the binary can help it.
-  binary = join(tempDir('bin'), 'threadstore');
-  copyFileSync(join(ROOT, 'dist', 'threadstore'), binary);
+  binary = await buildBinary(tempDir('bin'));
 }, BUILD_TIMEOUT_MS);
 
 afterAll(async () => {
-  for (const server of running) server.proc.kill('SIGKILL');
-  await Promise.all([...running].map((s) => s.proc.exited));
+  await killAllServers();
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 });
 
-/** Only what is passed: the test runner's own DATABASE_URL or NODE_ENV must not leak in. */
-function envOf(vars: Record<string, string>): Record<string, string> {
-  return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOST: '127.0.0.1', ...vars };
-}
-
 /** Runs the binary to completion. */
 function run(args: string[], vars: Record<string, string> = {}, cwd = tempDir('cwd')) {
-  return runCommand([binary, ...args], { cwd, env: envOf(vars) });
+  return runCommand([binary, ...args], { cwd, env: binaryEnv(vars) });
 }
 
-/** A running `threadstore serve`, its output collected as it arrives. */
-class Server {
-  readonly proc: ReturnType<typeof spawnServer>;
-  stdout = '';
-  stderr = '';
-  port = 0;
-  /** Settles once both output streams have been read to their end. */
-  private readonly drained: Promise<unknown>;
-
+/** A running `threadstore serve` of the binary under test. */
+class Server extends ServerProcess {
   constructor(vars: Record<string, string>, cwd: string) {
-    this.proc = spawnServer(vars, cwd);
-    running.add(this);
-    this.drained = Promise.all([
-      this.collect(this.proc.stdout, (s) => (this.stdout += s)),
-      this.collect(this.proc.stderr, (s) => (this.stderr += s)),
-    ]);
-    void this.proc.exited.then(() => running.delete(this));
+    super(binary, vars, cwd);
   }
-
-  private async collect(stream: ReadableStream<Uint8Array>, append: (s: string) => void) {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) append(decoder.decode(chunk, { stream: true }));
-  }
-
-  /** JSON log lines so far; throws on a line that is not JSON. */
-  logs(): Record<string, unknown>[] {
-    return this.stdout
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => JSON.parse(line));
-  }
-
-  /** Waits for the "listening" log line (PORT=0 lets the kernel pick a free port), then /readyz. */
-  async ready(): Promise<this> {
-    const deadline = Date.now() + READY_TIMEOUT_MS;
-    while (!this.port) {
-      const listening = this.stdout
-        .split('\n')
-        .filter((line) => line.includes('threadstore listening'))
-        .map((line) => JSON.parse(line) as { port: number })[0];
-      if (listening) this.port = listening.port;
-      else await this.tick(deadline);
-    }
-    while ((await fetch(this.url('/readyz')).catch(() => null))?.status !== 200) {
-      await this.tick(deadline);
-    }
-    return this;
-  }
-
-  private async tick(deadline: number): Promise<void> {
-    if (this.proc.exitCode !== null || Date.now() > deadline) {
-      throw new Error(
-        `server not ready (exit ${this.proc.exitCode}):\n${this.stdout}\n${this.stderr}`,
-      );
-    }
-    await Bun.sleep(25);
-  }
-
-  url(path: string): string {
-    return `http://127.0.0.1:${this.port}${path}`;
-  }
-
-  async call(method: string, path: string, key: string, body?: unknown) {
-    const res = await fetch(this.url(path), {
-      method,
-      headers: {
-        authorization: `Bearer ${key}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: res.status, headers: res.headers, json: (await res.json()) as any };
-  }
-
-  /** Waits (briefly) until stderr matches `pattern`: the two streams arrive independently. */
-  async stderrMatch(pattern: RegExp): Promise<RegExpMatchArray> {
-    const deadline = Date.now() + 2000;
-    for (;;) {
-      const m = pattern.exec(this.stderr);
-      if (m) return m;
-      if (Date.now() > deadline)
-        throw new Error(`stderr never matched ${pattern}:\n${this.stderr}`);
-      await Bun.sleep(10);
-    }
-  }
-
-  /** SIGTERM, then the exit code once all output is in. */
-  async stop(): Promise<number> {
-    this.proc.kill('SIGTERM');
-    const code = await this.proc.exited;
-    await this.drained;
-    return code;
-  }
-}
-
-function spawnServer(vars: Record<string, string>, cwd: string) {
-  return Bun.spawn([binary, 'serve'], {
-    cwd,
-    env: envOf({ PORT: '0', ...vars }),
-    stdout: 'pipe',
-    stderr: 'pipe',
-  });
 }
 
 async function freshDatabase(): Promise<string> {

@@ -39,8 +39,10 @@ export const EMBEDDING_SERVER_MODES: readonly EmbeddingServerMode[] = [
   'reject400',
 ];
 
-/** Settings of startEmbeddingServer(); all but the first three can be changed later too. */
+/** Settings of startEmbeddingServer(); all but the first four can be changed later too. */
 export interface EmbeddingServerOptions {
+  /** Port on 127.0.0.1; default 0 (a free one). Reusing a stopped server's port brings it "back". */
+  port?: number;
   /** Vector length when a request has no `dimensions` (requests that have it get it). Default 64. */
   dimensions?: number;
   /** Expected bearer key; null accepts any request, with or without one. Default 'test-embedding-key'. */
@@ -233,7 +235,7 @@ export function startEmbeddingServer(options: EmbeddingServerOptions = {}): Embe
 
   const http = Bun.serve({
     hostname: '127.0.0.1',
-    port: 0,
+    port: options.port ?? 0,
     // Bun's default (10 s) would cut a stalled request short with an empty reply.
     idleTimeout: 0,
     fetch(req) {

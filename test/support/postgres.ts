@@ -20,6 +20,12 @@ export interface PostgresCluster {
 
 export interface StartPostgresOptions {
   port?: number;
+  /**
+   * Server settings (`-c name=value`) applied after the defaults, which favour speed over
+   * durability. Fault tests that kill the server set `synchronous_commit: 'on'`: with it off, a
+   * commit already acknowledged can still be lost when the server dies.
+   */
+  settings?: Record<string, string>;
 }
 
 const MISSING_BINARIES =
@@ -278,6 +284,7 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
       '-c synchronous_commit=off',
       '-c full_page_writes=off',
       '-c max_connections=300',
+      ...Object.entries(opts.settings ?? {}).map(([name, value]) => `-c ${name}=${value}`),
     ].join(' ');
     return run(
       pgCtl,
