@@ -3,7 +3,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { type EmbeddingServer, startEmbeddingServer } from '../test/support/embedding-server';
 import { type PostgresCluster, startPostgres } from '../test/support/postgres';
 import type { Run } from './types';
 
@@ -50,16 +49,37 @@ export function ensureBinary(rebuild = false): void {
   if (build.exitCode !== 0) throw new Error('npm run build failed');
 }
 
-/** A throwaway PostgreSQL and a local embeddings API, stopped by cleanup(). */
+/** Where the local embeddings API listens and the key it expects. */
+export interface Embeddings {
+  url: string;
+  apiKey: string | null;
+}
+
+/** A throwaway PostgreSQL and a local embeddings API (its own process), stopped by cleanup(). */
 export async function startInfrastructure(): Promise<{
   pg: PostgresCluster;
-  embeddings: EmbeddingServer;
+  embeddings: Embeddings;
 }> {
   const pg = await startPostgres();
   cleanups.push(() => pg.stop());
-  const embeddings = startEmbeddingServer({ dimensions: EMBEDDING_DIMENSIONS });
-  cleanups.push(() => embeddings.stop());
-  return { pg, embeddings };
+  const proc = Bun.spawn([BUN, join(import.meta.dir, 'embedding-server.ts')], {
+    env: { ...process.env, DIMENSIONS: String(EMBEDDING_DIMENSIONS) },
+    stdout: 'pipe',
+    stderr: 'inherit',
+  });
+  cleanups.push(async () => {
+    proc.kill('SIGTERM');
+    await proc.exited;
+  });
+  const reader = proc.stdout.getReader();
+  let text = '';
+  while (!text.includes('\n')) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error('the embedding server exited before it started');
+    text += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  return { pg, embeddings: JSON.parse(text) as Embeddings };
 }
 
 export function freePort(): number {
@@ -126,7 +146,7 @@ export async function startServer(
 /** The compiled binary with limits raised for the load through configuration, not code. */
 export function startThreadstore(
   databaseUrl: string,
-  embeddings: { url: string; apiKey: string | null } | null,
+  embeddings: Embeddings | null,
   overrides: Record<string, string> = {},
   name = 'threadstore',
 ): Promise<ServerProcess> {

@@ -65,10 +65,15 @@ function machineLine({ machine: m }: BenchResults): string {
 const missesRps = (r: Ratio) => r.medianRpsRatio < r.goalRps;
 const missesP99 = (r: Ratio) => r.medianP99Ratio > r.goalP99;
 
+/** Rounds on this machine drift by several percent: closer to 1 than this is noise. */
+const NOISE = 0.05;
+
 function middlewareCost(gain: number): string {
-  const pct = Math.round((gain - 1) * 100);
-  // Below 1 the piece looks free or even helpful: that is noise, said as such rather than "-3%".
-  return pct > 0 ? `costs ~${pct}%` : `nothing measurable (${times(gain)})`;
+  if (Math.abs(gain - 1) <= NOISE) return `within noise (${times(gain)})`;
+  // Off and faster: what the piece costs. Off and slower: what it saves (a cache, say).
+  return gain > 1
+    ? `costs ~${Math.round((gain - 1) * 100)}%`
+    : `saves ~${Math.round((1 / gain - 1) * 100)}% (${times(gain)} when off)`;
 }
 
 /** A titled table with a line on how to read it. */

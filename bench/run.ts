@@ -24,7 +24,7 @@ import {
   startThreadstore,
 } from './lib';
 import { renderMarkdown, renderSvg } from './report';
-import { middlewareVariants, seedCorpus } from './scenarios';
+import { middlewareVariants, mixedRequests, seedCorpus } from './scenarios';
 import type { BenchResults, Check, MiddlewareCost, Ratio, Run } from './types';
 
 const args = process.argv.slice(2);
@@ -170,27 +170,7 @@ try {
         headers: auth(key),
         connections,
         amount: MIXED,
-        requests: [
-          { method: 'GET', path: listPath },
-          {
-            method: 'GET',
-            setupRequest: (r) => ({ ...r, path: `/v1/messages/${pick(corpus.ids)}` }),
-          },
-          {
-            method: 'POST',
-            path: '/v1/search',
-            setupRequest: (r) => ({ ...r, body: searchBody('fulltext') }),
-          },
-          { method: 'GET', path: '/v1/conversations?limit=20' },
-          {
-            method: 'POST',
-            path: '/v1/messages',
-            body: body('mixed'),
-            onResponse: (status) => {
-              if (status === 201) created++;
-            },
-          },
-        ],
+        requests: mixedRequests(corpus, () => created++),
       },
     );
     const stored = (await rowsOf(main.id)) - tenantBefore;

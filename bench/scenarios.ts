@@ -1,13 +1,15 @@
 // The data the read scenarios work on, and the middleware the bench switches off one at a time.
+import type autocannon from 'autocannon';
 import type postgres from 'postgres';
 import { type ServerProcess, type Tenant, api, createTenant } from './lib';
 
-const VOCABULARY = (
-  'river mountain engine kettle violin harbour lantern orchard copper meadow thunder pepper ' +
-  'glacier saddle compass marble falcon velvet anchor cobalt ember prairie quartz willow ' +
-  'canyon biscuit tundra walnut beacon cider lagoon pebble summit timber zephyr nectar ' +
-  'ledger signal vertex rocket garden island planet spiral cactus dynamo'
-).split(' ');
+// 1,000 made-up words, so that a one-word query matches about 1% of the corpus, as a word of
+// a real conversation does, rather than a quarter of it.
+const SYLLABLES = 'ka lo mi ten ru sha vo pel dri gan zu fe bor nix tal quo'.split(' ');
+const VOCABULARY = Array.from(
+  { length: 1_000 },
+  (_, n) => `${SYLLABLES[n % 16]}${SYLLABLES[(n >> 4) % 16]}${SYLLABLES[(n >> 8) % 16]}`,
+);
 const LIST_MESSAGES = 1_000;
 const SEARCH_MESSAGES = 4_000;
 const BATCH = 100;
@@ -27,7 +29,7 @@ export interface Corpus {
 function sentence(n: number): string {
   const words = Array.from(
     { length: 12 },
-    (_, i) => VOCABULARY[(n * 7 + i * 13 + i * i) % VOCABULARY.length],
+    (_, i) => VOCABULARY[(n * 7919 + i * 104_729 + i * i * 31) % VOCABULARY.length],
   );
   return `${words.join(' ')} (note ${n})`;
 }
@@ -66,7 +68,12 @@ export async function seedCorpus(ts: ServerProcess, sql: postgres.Sql): Promise<
     if (Date.now() > deadline) throw new Error(`${row!.n} messages still not embedded`);
     await Bun.sleep(250);
   }
-  return { tenant, listConversation: 'list', ids, queries: VOCABULARY.slice(0, 24) };
+  return {
+    tenant,
+    listConversation: 'list',
+    ids,
+    queries: VOCABULARY.filter((_, i) => i % 40 === 0),
+  };
 }
 
 export interface MiddlewareVariant {
@@ -98,3 +105,38 @@ export const middlewareVariants: MiddlewareVariant[] = [
     env: { AUTH_CACHE_TTL_MS: '0' },
   },
 ];
+
+const pick = <T>(xs: readonly T[]) => xs[Math.floor(Math.random() * xs.length)]!;
+
+/**
+ * The mixed workload, 80% reads and 20% writes: each connection cycles through a page of a
+ * conversation, a message by id, a full-text search, a page of conversations, and one create.
+ * `onCreated` is called for each create answered 201.
+ */
+export function mixedRequests(corpus: Corpus, onCreated: () => void): autocannon.Request[] {
+  return [
+    { method: 'GET', path: `/v1/messages?conversation_id=${corpus.listConversation}&limit=50` },
+    { method: 'GET', setupRequest: (r) => ({ ...r, path: `/v1/messages/${pick(corpus.ids)}` }) },
+    {
+      method: 'POST',
+      path: '/v1/search',
+      setupRequest: (r) => ({
+        ...r,
+        body: JSON.stringify({ query: pick(corpus.queries), mode: 'fulltext', limit: 10 }),
+      }),
+    },
+    { method: 'GET', path: '/v1/conversations?limit=20' },
+    {
+      method: 'POST',
+      path: '/v1/messages',
+      body: JSON.stringify({
+        conversation_id: 'mixed',
+        role: 'user',
+        content: 'hello '.repeat(20),
+      }),
+      onResponse: (status) => {
+        if (status === 201) onCreated();
+      },
+    },
+  ];
+}

@@ -170,7 +170,7 @@ describe('Markdown report', () => {
 
   test('middleware costs read as percentages, and a negative gain as noise', () => {
     expect(md).toContain('| no-auth | API key check | create | 128 | costs ~10% | 0.90× | 3 |');
-    expect(md).toContain('| nothing measurable (0.97×) |');
+    expect(md).toContain('| within noise (0.97×) |');
   });
 
   test('checks are listed with their outcome', () => {

@@ -215,6 +215,50 @@ describe('listing messages', () => {
     return { seen, pages };
   }
 
+  test('lists and gets each message exactly as it was stored, with the usual headers', async () => {
+    const { api_key } = await t.tenant();
+    const hostile = 'quote " backslash \\ tab \t newline \n bell \u0007 emoji 🧵 rtl שלום <b>&amp;';
+    const created = await t.call('POST', '/v1/messages/batch', {
+      key: api_key,
+      body: {
+        messages: [
+          msg({
+            conversation_id: 'exact',
+            content: hostile,
+            name: 'n"1',
+            metadata: {
+              f: 1.5,
+              big: 12345678901,
+              nested: { a: [1, 'x', null, true] },
+              s: '\u2028',
+            },
+          }),
+          msg({
+            conversation_id: 'exact',
+            role: 'assistant',
+            content: '',
+            tool_calls: [
+              { id: 'c1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } },
+            ],
+          }),
+          msg({ conversation_id: 'exact', role: 'tool', content: 'r', tool_call_id: 'c1' }),
+        ],
+      },
+    });
+    expect(created.status).toBe(201);
+    const list = await t.call('GET', '/v1/messages?conversation_id=exact', { key: api_key });
+    expect(list.status).toBe(200);
+    expect(list.headers.get('content-type')).toStartWith('application/json');
+    expect(list.headers.get('x-request-id')).toBeTruthy();
+    expect(list.headers.get('ratelimit-limit')).toBeTruthy();
+    expect(list.json).toEqual({ messages: created.json.messages, next_cursor: null });
+    for (const m of created.json.messages) {
+      const got = await t.call('GET', `/v1/messages/${m.id}`, { key: api_key });
+      expect(got.json).toEqual(m);
+      expect(got.headers.get('x-request-id')).toBeTruthy();
+    }
+  });
+
   test('pages through a conversation in time order without repeats or gaps', async () => {
     const { api_key } = await t.tenant();
     await seed(api_key, 'a', 125);
