@@ -31,7 +31,7 @@ export function jsonBody(maxBytes: number) {
       } catch {
         throw new AppError(400, 'malformed_json', 'The request body is not valid JSON');
       }
-      checkStrings(value, 0, '');
+      checkStrings(value, 0, () => '');
       return value;
     },
   );
@@ -42,9 +42,32 @@ const tooLarge = (maxBytes: number) =>
     max_bytes: maxBytes,
   });
 
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * The body as text, never more than `maxBytes`. With a Content-Length (already checked against
+ * the cap) the body is read in one go: the server reads no more than the declared length, and
+ * the length is checked again in case it was not declared honestly. Without one (chunked), the
+ * stream is counted as it arrives and cut off at the cap, so a huge body is never buffered.
+ */
 async function readCapped(request: Request, maxBytes: number): Promise<string> {
   if (!request.body) return '';
-  const reader = request.body.getReader();
+  let bytes: Uint8Array;
+  if (request.headers.has('content-length')) {
+    bytes = new Uint8Array(await request.arrayBuffer());
+    if (bytes.byteLength > maxBytes) throw tooLarge(maxBytes);
+  } else {
+    bytes = await readStream(request.body, maxBytes);
+  }
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw new AppError(400, 'malformed_json', 'The request body is not valid UTF-8');
+  }
+}
+
+async function readStream(body: ReadableStream<Uint8Array>, maxBytes: number) {
+  const reader = body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
   for (;;) {
@@ -57,34 +80,39 @@ async function readCapped(request: Request, maxBytes: number): Promise<string> {
     }
     chunks.push(value);
   }
-  try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
-  } catch {
-    throw new AppError(400, 'malformed_json', 'The request body is not valid UTF-8');
-  }
+  return Buffer.concat(chunks);
 }
 
-function checkStrings(value: unknown, depth: number, path: string): void {
+/**
+ * Refuses NUL and lone surrogates anywhere in the value (keys included), and nesting deeper
+ * than MAX_JSON_DEPTH. The JSON Pointer of the offending value is only built on failure.
+ */
+function checkStrings(value: unknown, depth: number, at: () => string): void {
   if (depth > MAX_JSON_DEPTH) {
-    throw validationFailed(`JSON nesting deeper than ${MAX_JSON_DEPTH} levels`, { path });
+    throw validationFailed(`JSON nesting deeper than ${MAX_JSON_DEPTH} levels`, { path: at() });
   }
   if (typeof value === 'string') {
-    checkString(value, path);
+    checkString(value, at);
   } else if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) checkStrings(value[i], depth + 1, `${path}/${i}`);
+    for (let i = 0; i < value.length; i++) {
+      checkStrings(value[i], depth + 1, () => `${at()}/${i}`);
+    }
   } else if (value !== null && typeof value === 'object') {
-    for (const [key, v] of Object.entries(value)) {
-      checkString(key, `${path}/${key}`);
-      checkStrings(v, depth + 1, `${path}/${key}`);
+    for (const key in value) {
+      const child = () => `${at()}/${key}`;
+      checkString(key, child);
+      checkStrings((value as Record<string, unknown>)[key], depth + 1, child);
     }
   }
 }
 
-function checkString(s: string, path: string): void {
+function checkString(s: string, at: () => string): void {
   if (s.includes('\u0000')) {
-    throw validationFailed('Strings may not contain NUL (\\u0000) characters', { path });
+    throw validationFailed('Strings may not contain NUL (\\u0000) characters', { path: at() });
   }
   if (!s.isWellFormed()) {
-    throw validationFailed('Strings must be well-formed Unicode (no lone surrogates)', { path });
+    throw validationFailed('Strings must be well-formed Unicode (no lone surrogates)', {
+      path: at(),
+    });
   }
 }

@@ -1,4 +1,5 @@
-import { and, asc, desc, eq, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, type SQL, sql } from 'drizzle-orm';
+import type { AnyPgColumn } from 'drizzle-orm/pg-core';
 import {
   type EmbeddingStatus,
   type MessageRole,
@@ -83,6 +84,33 @@ export function viewOf(r: {
   // A message always has its search row (a trigger inserts it); 'disabled' covers the gap.
   return toMessageView(r.message, { status: r.status ?? 'disabled', error: r.error });
 }
+
+/** A timestamp as the API writes it (what `Date#toISOString` gives), computed by PostgreSQL. */
+export function isoTime(column: AnyPgColumn): SQL<string> {
+  return sql<string>`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+}
+
+/**
+ * The columns of a message with its search row, selected straight into the view's shape:
+ * no Date objects and no second object per row. On a page of 50 the mapping from table
+ * columns to the view cost about as much CPU as the query itself.
+ */
+export const messageView = {
+  id: messages.id,
+  conversation_id: messages.conversationId,
+  role: messages.role,
+  content: messages.content,
+  name: messages.name,
+  tool_call_id: messages.toolCallId,
+  tool_calls: messages.toolCalls,
+  metadata: messages.metadata,
+  created_at: isoTime(messages.createdAt),
+  archived: messages.archived,
+  archived_at: sql<string | null>`${isoTime(messages.archivedAt)}`,
+  // A message always has its search row (a trigger inserts it); 'disabled' covers the gap.
+  embedding_status: sql<EmbeddingStatus>`coalesce(${messageSearch.embeddingStatus}, 'disabled')`,
+  embedding_error: messageSearch.embeddingError,
+};
 
 /** Messages checked and turned into rows, ready to insert (ids and times already assigned). */
 export interface PreparedMessages {
@@ -261,7 +289,7 @@ function depthOf(value: unknown): number {
 export async function getMessage(db: Database, tenantId: string, id: string): Promise<MessageView> {
   const query = preparedOnce(db, 'get_message', () =>
     db
-      .select(withEmbedding)
+      .select(messageView)
       .from(messages)
       .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id))
       .where(
@@ -274,7 +302,7 @@ export async function getMessage(db: Database, tenantId: string, id: string): Pr
   );
   const [row] = await query.execute({ tenant: tenantId, id });
   if (!row) throw notFound('Message');
-  return viewOf(row);
+  return row as MessageView;
 }
 
 export async function deleteMessage(db: Database, tenantId: string, id: string): Promise<void> {
@@ -316,10 +344,10 @@ export async function listMessages(
     limit: page.limit + 1,
   });
   const { items, nextCursor } = pageOf(rows, page, tenantId, cursors, (r) => ({
-    k: r.message.createdAt.toISOString(),
-    i: r.message.id,
+    k: r.created_at,
+    i: r.id,
   }));
-  return { messages: items.map(viewOf), next_cursor: nextCursor };
+  return { messages: items as MessageView[], next_cursor: nextCursor };
 }
 
 /** The list query for one combination of filters and order, prepared once. */
@@ -331,7 +359,7 @@ function listStatement(
   return preparedOnce(db, name, () => {
     const dir = v.order === 'asc' ? asc : desc;
     return db
-      .select(withEmbedding)
+      .select(messageView)
       .from(messages)
       .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id))
       .where(
