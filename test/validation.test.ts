@@ -75,6 +75,31 @@ describe('malformed bodies', () => {
       raw: JSON.stringify(base),
       headers: { 'content-type': 'multipart/form-data; boundary=x' },
     });
+    // JSON is UTF-8; a body declared in another charset would be misread.
+    await refused(415, 'unsupported_media_type', {
+      raw: JSON.stringify(base),
+      headers: { 'content-type': 'application/json; charset=utf-16' },
+    });
+  });
+
+  test('the media type is matched in any letter case, with or without charset=utf-8', async () => {
+    for (const type of [
+      'Application/JSON',
+      'application/json; charset=UTF-8',
+      'application/json;charset="utf-8"',
+    ]) {
+      const res = await t.call('POST', '/v1/messages', {
+        key,
+        raw: JSON.stringify(base),
+        headers: { 'content-type': type },
+      });
+      expect({ type, status: res.status }).toEqual({ type, status: 201 });
+    }
+  });
+
+  test('a leap day is a real date', async () => {
+    const res = await accepted({ ...base, created_at: '2024-02-29T12:00:00Z' });
+    expect(res.json.created_at).toBe('2024-02-29T12:00:00.000Z');
   });
 
   test('bodies over MAX_BODY_BYTES get 413 in the error shape, with or without Content-Length', async () => {
@@ -126,6 +151,11 @@ describe('wrong types are rejected, never coerced', () => {
     ['created_at with a signed year', { ...base, created_at: '-000001-01-01T00:00:00Z' }],
     // Not RFC 3339: Date reads it in the server's local time zone.
     ['created_at in another notation', { ...base, created_at: '2024/01/02' }],
+    // Not a calendar time: Date would roll these over to another day without a word.
+    ['created_at on 30 February', { ...base, created_at: '2024-02-30T00:00:00Z' }],
+    ['created_at on 29 February of a common year', { ...base, created_at: '2023-02-29T12:00:00Z' }],
+    ['created_at at hour 24', { ...base, created_at: '2024-01-01T24:00:00Z' }],
+    ['created_at in month 13', { ...base, created_at: '2024-13-01T00:00:00Z' }],
     ['a missing role', { conversation_id: 'v', content: 'x' }],
     ['a missing conversation_id', { role: 'user', content: 'x' }],
     ['an unknown field', { ...base, tenant_id: '00000000-0000-0000-0000-000000000000' }],

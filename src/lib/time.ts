@@ -4,8 +4,42 @@
  * reached the database and came back as a 500.
  */
 const EARLIEST_MS = Date.parse('0001-01-01T00:00:00Z');
+const RFC3339_PARTS = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2}))?/;
 
-/** Whether a time parsed from a request is valid and can be stored and compared in PostgreSQL. */
-export function isStorableTime(date: Date): boolean {
-  return date.getTime() >= EARLIEST_MS;
+/**
+ * Whether an RFC 3339 time from a request names a real calendar time: JavaScript rolls
+ * 2024-02-30 over to 1 March and 24:00 to the next day without a word, so the fields are
+ * checked as written.
+ */
+function isCalendarTime(text: string): boolean {
+  const m = RFC3339_PARTS.exec(text);
+  if (!m) return false;
+  const [year, month, day, hour, minute, second] = m.slice(1).map((x) => Number(x ?? 0)) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  return (
+    month >= 1 &&
+    month <= 12 &&
+    day >= 1 &&
+    day <= daysInMonth &&
+    hour <= 23 &&
+    minute <= 59 &&
+    second <= 59
+  );
+}
+
+/**
+ * A time from a request as a Date, or null when it is not a real calendar time or cannot be
+ * stored and compared in PostgreSQL. The schema has already checked the RFC 3339 form.
+ */
+export function parseRequestTime(text: string): Date | null {
+  const date = new Date(text);
+  if (!isCalendarTime(text) || !(date.getTime() >= EARLIEST_MS)) return null;
+  return date;
 }

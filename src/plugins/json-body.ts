@@ -13,12 +13,12 @@ const MAX_JSON_DEPTH = 32;
 export function jsonBody(maxBytes: number) {
   return new Elysia({ name: 'json-body' }).onParse(
     { as: 'global' },
-    async function parseJsonBody({ request, contentType }) {
+    async function parseJsonBody({ request }) {
       const declared = Number(request.headers.get('content-length') ?? '0');
       if (declared > maxBytes) throw tooLarge(maxBytes);
       const text = await readCapped(request, maxBytes);
       if (text.length === 0) return undefined;
-      if (contentType !== 'application/json') {
+      if (!isJsonUtf8(request.headers.get('content-type'))) {
         throw new AppError(
           415,
           'unsupported_media_type',
@@ -41,6 +41,21 @@ const tooLarge = (maxBytes: number) =>
   new AppError(413, 'payload_too_large', `The request body is larger than ${maxBytes} bytes`, {
     max_bytes: maxBytes,
   });
+
+/**
+ * `application/json` in any letter case, with no charset or with UTF-8 (the only encoding
+ * JSON has, RFC 8259); a body declared in another charset would be misread, so it is 415.
+ */
+function isJsonUtf8(header: string | null): boolean {
+  if (!header) return false;
+  const [type, ...params] = header.split(';');
+  if (type!.trim().toLowerCase() !== 'application/json') return false;
+  return params.every((param) => {
+    const [name, value = ''] = param.split('=');
+    if (name!.trim().toLowerCase() !== 'charset') return true;
+    return /^"?utf-8"?$/i.test(value.trim());
+  });
+}
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 

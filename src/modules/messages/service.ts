@@ -11,7 +11,7 @@ import { errorCodeOf, FOREIGN_KEY_VIOLATION } from '../../db/errors';
 import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
 import { notFound, validationFailed } from '../../lib/errors';
-import { isStorableTime } from '../../lib/time';
+import { parseRequestTime } from '../../lib/time';
 import { afterPosition, type KeysetPage, pageOf } from '../../lib/keyset';
 import { preparedOnce } from '../../db/prepared';
 import { MESSAGE_LIMITS } from './model';
@@ -253,12 +253,17 @@ function toRow(tenantId: string, input: MessageInput, now: number, index: number
   }
   let createdAt = new Date(now);
   if (input.created_at !== undefined) {
-    createdAt = new Date(input.created_at);
-    if (!isStorableTime(createdAt) || createdAt.getTime() > now) {
+    const parsed = parseRequestTime(input.created_at);
+    if (parsed === null || parsed.getTime() > now) {
       throw validationFailed('created_at must be a valid time that is not in the future', [
-        { in: 'body', path: at('created_at'), message: 'Not in the future' },
+        {
+          in: 'body',
+          path: at('created_at'),
+          message: parsed === null ? 'Not a real calendar time' : 'Not in the future',
+        },
       ]);
     }
+    createdAt = parsed;
   }
   return {
     id: Bun.randomUUIDv7(),

@@ -7,7 +7,7 @@ import {
   type SearchCapabilities,
 } from '../../embeddings/types';
 import { AppError, validationFailed } from '../../lib/errors';
-import { isStorableTime } from '../../lib/time';
+import { parseRequestTime } from '../../lib/time';
 import { type MessageView, toMessageView } from '../messages/service';
 import { fullTextList, type Hit, semanticList } from './lists';
 import { type MatchKind, SEARCH_LIMITS, type SearchMode } from './model';
@@ -163,8 +163,8 @@ function filtersOf(tenantId: string, input: SearchInput): SQL[] {
 
 function toDate(value: string, field: string): Date {
   // The schema checked the format; this guards against times Date or PostgreSQL cannot hold.
-  const date = new Date(value);
-  if (!isStorableTime(date)) {
+  const date = parseRequestTime(value);
+  if (date === null) {
     throw validationFailed(`Invalid ${field}`, [
       { in: 'body', path: `/${field}`, message: 'Not a valid date-time' },
     ]);
