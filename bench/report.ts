@@ -136,6 +136,20 @@ export function renderMarkdown(results: BenchResults): string {
     out.push(...section('What each piece of middleware costs', note, 'lllrlrr', head, rows));
   }
 
+  const backlogs = results.embeddingBacklogs ?? [];
+  if (backlogs.length > 0) {
+    out.push('', '## Embedding backlog after writes', '');
+    out.push(
+      'Drained before the next scenario ran, so no read scenario competes with the worker.',
+      '',
+    );
+    for (const b of backlogs) {
+      const rate = b.seconds > 0 ? Math.round(b.messages / b.seconds) : b.messages;
+      out.push(
+        `- after ${cell(b.after)}: ${b.messages} messages in ${b.seconds.toFixed(1)} s (${rate}/s)`,
+      );
+    }
+  }
   if (results.checks.length > 0) {
     out.push('', '## Checks', '');
     for (const c of results.checks) out.push(`- ${mark(c.ok)} ${cell(c.name)}: ${cell(c.detail)}`);

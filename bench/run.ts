@@ -24,7 +24,12 @@ import {
   startThreadstore,
 } from './lib';
 import { renderMarkdown, renderSvg } from './report';
-import { middlewareVariants, mixedRequests, seedCorpus } from './scenarios';
+import {
+  embeddingBacklogDrained,
+  middlewareVariants,
+  mixedRequests,
+  seedCorpus,
+} from './scenarios';
 import type { BenchResults, Check, MiddlewareCost, Ratio, Run } from './types';
 
 const args = process.argv.slice(2);
@@ -48,6 +53,7 @@ const RATE_LIMIT_BUDGET = 1_000;
 const GOALS = { create: { rps: 0.8, p99: 1.25 }, 'list 50': { rps: 0.75, p99: 1.25 } };
 
 const runs: Run[] = [];
+const backlogs: NonNullable<BenchResults['embeddingBacklogs']> = [];
 const checks: Check[] = [];
 const check = (name: string, ok: boolean, detail: string) => {
   checks.push({ name, ok, detail });
@@ -114,7 +120,19 @@ try {
       stored === expected,
       `${run.raw['2xx']} answered 2xx × ${size} = ${expected}, ${stored} rows stored`,
     );
+    await drained(`${scenario} at ${connections}`);
     return run;
+  }
+
+  /** Lets the embedding worker finish what the writes queued before the next scenario runs. */
+  async function drained(after: string) {
+    const { messages, seconds } = await embeddingBacklogDrained(sql);
+    if (messages > 0) {
+      process.stderr.write(
+        `  embedding backlog after ${after}: ${messages} messages in ${seconds.toFixed(1)} s\n`,
+      );
+      backlogs.push({ after, messages, seconds });
+    }
   }
 
   const reads = (scenario: string, connections: number, opts: Partial<autocannon.Options>) =>
@@ -179,6 +197,7 @@ try {
       stored === created,
       `${created} creates answered 201, ${stored} rows stored`,
     );
+    await drained(`mixed 80/20 at ${connections}`);
     return run;
   }
 
@@ -203,6 +222,7 @@ try {
     runs,
     ratios,
     middleware,
+    embeddingBacklogs: backlogs,
     checks,
     passed: checks.every((c) => c.ok),
   };

@@ -74,6 +74,8 @@ export interface BenchResults {
   runs: Run[];
   ratios: Ratio[];
   middleware: MiddlewareCost[];
+  /** Messages the embedding worker had to catch up on after each write scenario, and how long. */
+  embeddingBacklogs?: { after: string; messages: number; seconds: number }[];
   checks: Check[];
   passed: boolean;
 }
