@@ -53,6 +53,17 @@ describe('full-text search', () => {
     t = await sharedApp();
   });
 
+  test('its index keeps a short pending list, so searches after a burst of writes stay fast', async () => {
+    // New GIN entries wait in a pending list that every search scans; the default 4 MB let a
+    // burst of writes slow one-word searches tenfold.
+    const [row] = rowsOf<{ options: string[] | null }>(
+      await t.db.execute(
+        sql`select reloptions as options from pg_class where relname = 'ix_message_search_tsv'`,
+      ),
+    );
+    expect(row?.options).toContain('gin_pending_list_limit=256');
+  });
+
   test('ranks denser matches first and leaves out messages without the words', async () => {
     const tenant = await t.tenant();
     await store(t, tenant, [

@@ -161,7 +161,8 @@ export const messageSearch = pgTable(
     embeddedAt: ts('embedded_at'),
   },
   (t) => [
-    index('ix_message_search_tsv').using('gin', t.tsv),
+    // A short GIN pending list: see drizzle/0004_search_index_pending_list.sql.
+    index('ix_message_search_tsv').using('gin', t.tsv).with({ gin_pending_list_limit: 256 }),
     // The worker's queue: pending rows, oldest (UUIDv7) first.
     index('ix_message_search_pending')
       .on(t.messageId)
