@@ -82,8 +82,12 @@ export async function startInfrastructure(): Promise<{
   return { pg, embeddings: JSON.parse(text) as Embeddings };
 }
 
+/** A port the system has just handed out as free (a random pick once collided). */
 export function freePort(): number {
-  return 38000 + Math.floor(Math.random() * 2000);
+  const probe = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } });
+  const { port } = probe;
+  probe.stop(true);
+  return port;
 }
 
 /** A server process under test: where it listens, its memory, and how to stop it. */

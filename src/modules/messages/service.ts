@@ -112,6 +112,14 @@ export const messageView = {
   embedding_error: messageSearch.embeddingError,
 };
 
+/** Messages in the view's shape, each with its search row. */
+function selectViews(db: Database) {
+  return db
+    .select(messageView)
+    .from(messages)
+    .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id));
+}
+
 /** Messages checked and turned into rows, ready to insert (ids and times already assigned). */
 export interface PreparedMessages {
   tenantId: string;
@@ -293,10 +301,7 @@ function depthOf(value: unknown): number {
 
 export async function getMessage(db: Database, tenantId: string, id: string): Promise<MessageView> {
   const query = preparedOnce(db, 'get_message', () =>
-    db
-      .select(messageView)
-      .from(messages)
-      .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id))
+    selectViews(db)
       .where(
         and(
           eq(messages.tenantId, sql.placeholder('tenant')),
@@ -363,10 +368,7 @@ function listStatement(
   const name = `list_messages_${+v.conversation}${+v.includeArchived}${+v.after}_${v.order}`;
   return preparedOnce(db, name, () => {
     const dir = v.order === 'asc' ? asc : desc;
-    return db
-      .select(messageView)
-      .from(messages)
-      .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id))
+    return selectViews(db)
       .where(
         and(
           eq(messages.tenantId, sql.placeholder('tenant')),
