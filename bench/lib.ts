@@ -10,7 +10,7 @@ export const ROOT = join(import.meta.dir, '..');
 export const BINARY = join(ROOT, 'dist', 'threadstore');
 export const ADMIN_KEY = 'bench-admin-key-0123456789';
 export const EMBEDDING_DIMENSIONS = 64;
-const BUN = join(ROOT, 'node_modules', '.bin', 'bun');
+export const BUN = join(ROOT, 'node_modules', '.bin', 'bun');
 const READY_TIMEOUT_MS = 30_000;
 const RSS_SAMPLE_MS = 100;
 
@@ -147,12 +147,16 @@ export async function startServer(
   throw new Error(`${name} not ready within ${READY_TIMEOUT_MS} ms`);
 }
 
-/** The compiled binary with limits raised for the load through configuration, not code. */
+/**
+ * The compiled binary (or `command`, e.g. the sources under a profiler) with limits raised for
+ * the load through configuration, not code.
+ */
 export function startThreadstore(
   databaseUrl: string,
   embeddings: Embeddings | null,
   overrides: Record<string, string> = {},
   name = 'threadstore',
+  command = [BINARY, 'serve'],
 ): Promise<ServerProcess> {
   const port = freePort();
   const env: Record<string, string> = {
@@ -176,7 +180,7 @@ export function startThreadstore(
       : {}),
     ...overrides,
   };
-  return startServer(name, [BINARY, 'serve'], env, port);
+  return startServer(name, command, env, port);
 }
 
 /** The framework-free ceiling (bench/baseline/server.ts) with the given bearer keys. */

@@ -3,15 +3,14 @@
 // Usage: bun bench/profile.ts <create|list> [seconds]   (profile lands in bench/results/profile/)
 import { join } from 'node:path';
 import {
+  api,
+  BUN,
+  cleanup,
   createTenant,
-  freePort,
   load,
   ROOT,
   startInfrastructure,
-  startServer,
-  cleanup,
-  ADMIN_KEY,
-  api,
+  startThreadstore,
 } from './lib';
 
 const scenario = process.argv[2] ?? 'list';
@@ -19,30 +18,14 @@ const seconds = Number(process.argv[3] ?? 10);
 const dir = join(ROOT, 'bench', 'results', 'profile');
 const { pg } = await startInfrastructure();
 try {
-  const port = freePort();
-  const server = await startServer(
-    'threadstore',
-    [
-      join(ROOT, 'node_modules', '.bin', 'bun'),
-      '--cpu-prof-md',
-      `--cpu-prof-dir=${dir}`,
-      `--cpu-prof-name=${scenario}.md`,
-      'src/index.ts',
-      'serve',
-    ],
-    {
-      DATABASE_URL: pg.url,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      ADMIN_API_KEY: ADMIN_KEY,
-      NODE_ENV: 'production',
-      DB_POOL_MAX: '20',
-      RATE_LIMIT_WRITE_PER_MINUTE: '100000000',
-      RATE_LIMIT_READ_PER_MINUTE: '100000000',
-      RETENTION_INTERVAL_MS: '0',
-    },
-    port,
-  );
+  const server = await startThreadstore(pg.url, null, {}, 'threadstore', [
+    BUN,
+    '--cpu-prof-md',
+    `--cpu-prof-dir=${dir}`,
+    `--cpu-prof-name=${scenario}.md`,
+    'src/index.ts',
+    'serve',
+  ]);
   const tenant = await createTenant(server.base, 'profile');
   const headers = { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' };
   for (let i = 0; i < 10; i++) {

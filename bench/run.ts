@@ -138,6 +138,15 @@ try {
   const reads = (scenario: string, connections: number, opts: Partial<autocannon.Options>) =>
     load(ts, { scenario }, { connections, duration: DURATION_S, ...opts } as autocannon.Options);
 
+  /** Searches for a word of the corpus, a different one on each request. */
+  const search = (scenario: string, connections: number, key: string, mode: string) =>
+    reads(scenario, connections, {
+      url: `${ts.base}/v1/search`,
+      method: 'POST',
+      headers: auth(key),
+      requests: [{ setupRequest: (r) => ({ ...r, body: searchBody(mode) }) }],
+    });
+
   for (const connections of LEVELS) {
     process.stderr.write(`\nscenarios at ${connections} connections\n`);
     const key = main.api_key;
@@ -157,20 +166,8 @@ try {
             },
           ],
         }),
-      () =>
-        reads('full-text search', connections, {
-          url: `${ts.base}/v1/search`,
-          method: 'POST',
-          headers: auth(key),
-          requests: [{ setupRequest: (r) => ({ ...r, body: searchBody('fulltext') }) }],
-        }),
-      () =>
-        reads('hybrid search', connections, {
-          url: `${ts.base}/v1/search`,
-          method: 'POST',
-          headers: auth(key),
-          requests: [{ setupRequest: (r) => ({ ...r, body: searchBody('hybrid') }) }],
-        }),
+      () => search('full-text search', connections, key, 'fulltext'),
+      () => search('hybrid search', connections, key, 'hybrid'),
       () => mixed(connections, key),
     ];
     for (const scenario of scenarioRuns) runs.push(strip(await scenario()));

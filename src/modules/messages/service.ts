@@ -68,23 +68,6 @@ export function toMessageView(row: MessageRow, embedding: EmbeddingInfo): Messag
   };
 }
 
-/** Columns of a message with its embedding state, for reads (left join of message_search). */
-export const withEmbedding = {
-  message: messages,
-  status: messageSearch.embeddingStatus,
-  error: messageSearch.embeddingError,
-};
-
-/** The view of a row selected with `withEmbedding`. */
-export function viewOf(r: {
-  message: MessageRow;
-  status: EmbeddingStatus | null;
-  error: string | null;
-}): MessageView {
-  // A message always has its search row (a trigger inserts it); 'disabled' covers the gap.
-  return toMessageView(r.message, { status: r.status ?? 'disabled', error: r.error });
-}
-
 /** A timestamp as the API writes it (what `Date#toISOString` gives), computed by PostgreSQL. */
 export function isoTime(column: AnyPgColumn): SQL<string> {
   return sql<string>`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
@@ -113,7 +96,7 @@ export const messageView = {
 };
 
 /** Messages in the view's shape, each with its search row. */
-function selectViews(db: Database) {
+export function selectViews(db: Database) {
   return db
     .select(messageView)
     .from(messages)

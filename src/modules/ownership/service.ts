@@ -1,11 +1,11 @@
 import { and, asc, eq, gt, sql } from 'drizzle-orm';
 import { rowsOf } from '../../db/migrate';
-import { apiKeys, conversations, messageSearch, messages, tenants } from '../../db/schema';
+import { apiKeys, conversations, messages, tenants } from '../../db/schema';
 import type { Database } from '../../db/types';
 import type { CursorPosition } from '../../lib/cursor';
 import { notFound } from '../../lib/errors';
 import { afterPosition } from '../../lib/keyset';
-import { viewOf, withEmbedding } from '../messages/service';
+import { selectViews } from '../messages/service';
 import { getTenant } from '../tenants/service';
 
 /** Rows read per query of an export: enough to amortise round trips, small enough to stream. */
@@ -60,10 +60,7 @@ async function* exportLines(db: Database, tenantId: string, head: object) {
   for (;;) {
     // Keyset over ix_messages_tenant_created (a row comparison, which the index can range-scan):
     // every chunk is one index range, never OFFSET.
-    const rows = await db
-      .select(withEmbedding)
-      .from(messages)
-      .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id))
+    const rows = await selectViews(db)
       .where(
         and(
           eq(messages.tenantId, tenantId),
@@ -79,12 +76,12 @@ async function* exportLines(db: Database, tenantId: string, head: object) {
       .orderBy(asc(messages.createdAt), asc(messages.id))
       .limit(EXPORT_CHUNK_ROWS);
     for (const r of rows) {
-      yield line({ type: 'message', ...viewOf(r) });
+      yield line({ type: 'message', ...r });
     }
     messageCount += rows.length;
     if (rows.length < EXPORT_CHUNK_ROWS) break;
-    const last = rows[rows.length - 1]!.message;
-    after = { k: last.createdAt.toISOString(), i: last.id };
+    const last = rows[rows.length - 1]!;
+    after = { k: last.created_at, i: last.id };
   }
 
   yield line({ type: 'end', conversations: conversationCount, messages: messageCount });
