@@ -183,10 +183,14 @@ export function startThreadstore(
   return startServer(name, command, env, port);
 }
 
-/** The framework-free ceiling (bench/baseline/server.ts) with the given bearer keys. */
+/**
+ * The framework-free ceiling (bench/baseline/server.ts) with the given bearer keys.
+ * `embeddings` says whether threadstore runs with them, so both answer a create alike.
+ */
 export function startBaseline(
   databaseUrl: string,
   keys: Record<string, string>,
+  embeddings: boolean,
 ): Promise<ServerProcess> {
   const port = freePort();
   return startServer(
@@ -196,6 +200,7 @@ export function startBaseline(
       DATABASE_URL: databaseUrl,
       PORT: String(port),
       DB_POOL_MAX: '20',
+      EMBEDDING_STATUS: embeddings ? 'pending' : 'disabled',
       BASELINE_KEYS: Object.entries(keys)
         .map(([key, tenant]) => `${key}:${tenant}`)
         .join(','),

@@ -292,7 +292,7 @@ async function baselineRounds(
   tenant: Tenant,
   listPath: string,
 ): Promise<Ratio[]> {
-  const baseline = await startBaseline(pg.url, { [tenant.api_key]: tenant.id });
+  const baseline = await startBaseline(pg.url, { [tenant.api_key]: tenant.id }, true);
   process.stderr.write(`\n${ROUNDS} paired rounds against the baseline at 128 connections\n`);
   // One conversation for every create: the worst case for per-conversation bookkeeping.
   const conversation = 'ratio-create';

@@ -1,6 +1,7 @@
 import type { Server } from 'bun';
 import type { App } from './app';
 import type { AppDeps } from './deps';
+import { pathOf } from './lib/path';
 import type { ErrorBody } from './plugins/errors';
 import { requestState } from './plugins/request-id';
 
@@ -25,7 +26,7 @@ export function createFetchHandler(app: App, { config, logger, metrics }: AppDep
   };
   return async function handleRequest(request: Request, server: RequestIpSource | null) {
     const timeoutMs =
-      longRunning[`${request.method} ${new URL(request.url).pathname}`] ??
+      (request.method === 'POST' && longRunning[`POST ${pathOf(request.url)}`]) ||
       config.REQUEST_TIMEOUT_MS;
     const state = requestState(request);
     state.socketIp = server?.requestIP(request)?.address;

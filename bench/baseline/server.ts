@@ -1,8 +1,11 @@
 // The ceiling threadstore is measured against: the least a server can do and still honour the
 // create and list contract. Plain Bun.serve and postgres.js, a bearer key checked against an
 // in-memory map, one INSERT … RETURNING per create, one keyset SELECT of a page per list; no
-// framework, validation library, logging, metrics, limits or idempotency.
-// Env: DATABASE_URL, PORT, DB_POOL_MAX, BASELINE_KEYS="key:tenant_id,key:tenant_id".
+// framework, validation library, logging, metrics, limits or idempotency. Its answers carry
+// every field of the API's message (the embedding status comes from the message's search row),
+// so the ratio measures what threadstore does per request, not a smaller response.
+// Env: DATABASE_URL, PORT, DB_POOL_MAX, BASELINE_KEYS="key:tenant_id,key:tenant_id",
+// EMBEDDING_STATUS (what a new message's search row starts as: pending or disabled).
 import postgres from 'postgres';
 
 const env = process.env;
@@ -15,6 +18,7 @@ const tenants = new Map(
 );
 const ROLES = new Set(['user', 'assistant', 'system', 'tool']);
 const PAGE_MAX = 100;
+const EMBEDDING_STATUS = env.EMBEDDING_STATUS ?? 'disabled';
 
 const json = (body: unknown, status = 200) => Response.json(body, { status });
 const fail = (status: number, code: string) => json({ error: { code } }, status);
@@ -24,8 +28,15 @@ interface Row {
   conversation_id: string;
   role: string;
   content: string;
+  name: string | null;
+  tool_call_id: string | null;
+  tool_calls: unknown;
   metadata: unknown;
   created_at: Date;
+  archived: boolean;
+  archived_at: Date | null;
+  embedding_status?: string | null;
+  embedding_error?: string | null;
 }
 
 const view = (r: Row) => ({
@@ -33,8 +44,15 @@ const view = (r: Row) => ({
   conversation_id: r.conversation_id,
   role: r.role,
   content: r.content,
+  name: r.name,
+  tool_call_id: r.tool_call_id,
+  tool_calls: r.tool_calls,
   metadata: r.metadata,
   created_at: r.created_at.toISOString(),
+  archived: r.archived,
+  archived_at: r.archived_at?.toISOString() ?? null,
+  embedding_status: r.embedding_status ?? 'disabled',
+  embedding_error: r.embedding_error ?? null,
 });
 
 async function create(tenant: string, req: Request): Promise<Response> {
@@ -55,8 +73,10 @@ async function create(tenant: string, req: Request): Promise<Response> {
     insert into messages (id, tenant_id, conversation_id, role, content, metadata)
     values (${Bun.randomUUIDv7()}, ${tenant}, ${conversation_id}, ${role}, ${content},
       ${sql.json(metadata as postgres.JSONValue)})
-    returning id, conversation_id, role, content, metadata, created_at`;
-  return json(view(row!), 201);
+    returning id, conversation_id, role, content, name, tool_call_id, tool_calls, metadata,
+      created_at, archived, archived_at`;
+  // The search row's status is what the index trigger set; a new message has no error.
+  return json(view({ ...row!, embedding_status: EMBEDDING_STATUS }), 201);
 }
 
 async function list(tenant: string, url: URL): Promise<Response> {
@@ -66,10 +86,12 @@ async function list(tenant: string, url: URL): Promise<Response> {
   const cursor = url.searchParams.get('cursor');
   const [at, id] = cursor ? Buffer.from(cursor, 'base64url').toString().split('|') : [];
   const rows = await sql<Row[]>`
-    select id, conversation_id, role, content, metadata, created_at from messages
-    where tenant_id = ${tenant} and conversation_id = ${conversation} and not archived
-      ${at && id ? sql`and (created_at, id) > (${at}::timestamptz, ${id}::uuid)` : sql``}
-    order by created_at, id limit ${limit + 1}`;
+    select m.id, m.conversation_id, m.role, m.content, m.name, m.tool_call_id, m.tool_calls,
+      m.metadata, m.created_at, m.archived, m.archived_at, s.embedding_status, s.embedding_error
+    from messages m left join message_search s on s.message_id = m.id
+    where m.tenant_id = ${tenant} and m.conversation_id = ${conversation} and not m.archived
+      ${at && id ? sql`and (m.created_at, m.id) > (${at}::timestamptz, ${id}::uuid)` : sql``}
+    order by m.created_at, m.id limit ${limit + 1}`;
   const more = rows.length > limit;
   const page = more ? rows.slice(0, limit) : rows;
   const last = page.at(-1);

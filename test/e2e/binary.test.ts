@@ -16,6 +16,7 @@ import {
   ROOT,
   ServerProcess,
 } from '../support/binary';
+import { LOG_FLUSH_INTERVAL_MS } from '../../src/logger';
 import { createDatabase } from '../support/postgres';
 import { runCommand } from '../support/process';
 
@@ -201,8 +202,13 @@ describe('against PostgreSQL', () => {
       const [a] = servers as [Server];
       const res = await fetch(a.url('/livez'), { headers: { 'x-request-id': 'e2e-log-1' } });
       expect(res.status).toBe(200);
-      await Bun.sleep(20);
-      const line = a.logs().find((l) => l.request_id === 'e2e-log-1');
+      // Lines are buffered and written at least every LOG_FLUSH_INTERVAL_MS.
+      const deadline = Date.now() + LOG_FLUSH_INTERVAL_MS * 5;
+      let line: Record<string, unknown> | undefined;
+      while (!line && Date.now() < deadline) {
+        await Bun.sleep(20);
+        line = a.logs().find((l) => l.request_id === 'e2e-log-1');
+      }
       expect(line).toMatchObject({ level: 'info', route: '/livez', status: 200 });
       expect(
         a
