@@ -46,13 +46,17 @@ export function createDeps(
 ): AppDeps {
   const metrics = createMetrics(database);
   if (embedder) metrics.observeEmbeddings(embedder, database.db);
+  const keys = new KeyResolver(database.db, config.AUTH_CACHE_TTL_MS);
+  // Ended with the database (its `close`).
+  keys.follow(database);
+  metrics.observeKeys(keys);
   return {
     config,
     logger,
     database,
     db: database.db,
     cursors: new CursorCodec(config.CURSOR_SECRET),
-    keys: new KeyResolver(database.db, config.AUTH_CACHE_TTL_MS),
+    keys,
     metrics,
     search,
     embedder,

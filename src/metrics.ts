@@ -2,6 +2,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import type { Database, DatabaseHandle } from './db/types';
 import type { EmbeddingClient } from './embeddings/client';
 import { backlog } from './embeddings/worker';
+import type { KeyResolver } from './modules/tenants/keys';
 import type { RetentionResult } from './retention/job';
 import { VERSION } from './version';
 
@@ -139,6 +140,25 @@ export function createMetrics(database: DatabaseHandle) {
     },
     requestTimedOut() {
       timeouts.inc();
+    },
+    /** Adds the key cache's series: its size and whether changes from other instances arrive. */
+    observeKeys(keys: KeyResolver) {
+      new Gauge({
+        name: 'threadstore_key_listener_up',
+        help: 'Whether key changes made by other instances reach this one (LISTEN connected): 1 or 0',
+        registers: [registry],
+        collect() {
+          this.set(keys.listenerState().listening ? 1 : 0);
+        },
+      });
+      new Gauge({
+        name: 'threadstore_key_cache_entries',
+        help: 'API keys held in the in-process key cache',
+        registers: [registry],
+        collect() {
+          this.set(keys.size);
+        },
+      });
     },
     /** Adds the embedding client's and the backlog's series (only when embeddings are on). */
     observeEmbeddings(client: EmbeddingClient, db: Database) {

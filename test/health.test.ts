@@ -21,6 +21,7 @@ const CHECKS = [
   'migrations',
   'embeddings',
   'retention',
+  'keys:listener',
   'uptime',
 ];
 

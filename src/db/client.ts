@@ -2,6 +2,7 @@ import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
+import { listenPostgres, type Subscription } from './listener';
 import { gatedClient, PoolGate } from './pool-gate';
 import * as schema from './schema';
 import type { Database, DatabaseHandle } from './types';
@@ -30,10 +31,10 @@ export async function openDatabase(config: Config, logger: Logger): Promise<Data
     const { openPglite } = await import('./pglite');
     return openPglite(config.DATA_DIR, logger);
   }
-  return openPostgres(config, config.DATABASE_URL);
+  return openPostgres(config, config.DATABASE_URL, logger);
 }
 
-function openPostgres(config: Config, url: string): DatabaseHandle {
+function openPostgres(config: Config, url: string, logger: Logger): DatabaseHandle {
   const sql = postgres(url, {
     max: config.DB_POOL_MAX,
     connect_timeout: config.DB_CONNECT_TIMEOUT_MS / 1000,
@@ -49,6 +50,7 @@ function openPostgres(config: Config, url: string): DatabaseHandle {
   const gate = new PoolGate(config.DB_POOL_MAX, config.DB_POOL_ACQUIRE_TIMEOUT_MS);
   const gated = gatedClient(sql, gate);
   const db = drizzle(gated, { schema }) as unknown as Database;
+  const subscriptions = new Set<Subscription>();
   return {
     kind: 'postgres',
     db,
@@ -75,7 +77,19 @@ function openPostgres(config: Config, url: string): DatabaseHandle {
         await conn.end({ timeout: 5 });
       }
     },
+    listen(channel, handlers) {
+      const subscription = listenPostgres(url, config, logger, channel, handlers);
+      subscriptions.add(subscription);
+      return {
+        async close() {
+          subscriptions.delete(subscription);
+          await subscription.close();
+        },
+      };
+    },
     async close() {
+      await Promise.all([...subscriptions].map((s) => s.close()));
+      subscriptions.clear();
       await sql.end({ timeout: 5 });
     },
   };

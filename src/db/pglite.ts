@@ -76,6 +76,12 @@ export async function openPglite(dataDir: string, logger: Logger): Promise<Datab
     withAdvisoryLock: (_key, fn) => fn(db),
     // PGlite serialises queries itself over its one connection.
     poolStats: () => ({ max: 1, inUse: 0, waiting: 0 }),
+    // Every change to the data comes from this process (the lock above), which drops what it
+    // cached itself; there is nobody else to hear from.
+    listen(_channel, handlers) {
+      handlers.onState(true);
+      return { close: async () => {} };
+    },
     async close() {
       try {
         await client.close();

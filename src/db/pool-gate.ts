@@ -112,9 +112,11 @@ export function gatedClient(sql: Sql, gate: PoolGate): Sql {
  * every call: that doubled the database's CPU per list request. A query with parameters is one
  * statement with a stable text, so it is prepared once per connection and reused (postgres.js
  * re-prepares by itself when a schema change invalidates one). Queries without parameters (DDL,
- * multi-statement migrations) stay unnamed, as a prepared statement cannot hold several.
+ * multi-statement migrations) stay unnamed, as a prepared statement cannot hold several, and so
+ * do those whose caller asks for it (statement texts of many shapes).
  */
 function prepared(params: unknown[] | undefined, options: { prepare?: boolean } | undefined) {
+  if (options?.prepare === false) return options;
   return params && params.length > 0 ? { ...options, prepare: true } : options;
 }
 

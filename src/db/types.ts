@@ -1,4 +1,5 @@
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import type { ChannelHandlers, Subscription } from './listener';
 import type { PoolStats } from './pool-gate';
 import type * as schema from './schema';
 
@@ -18,5 +19,12 @@ export interface DatabaseHandle {
   withAdvisoryLock<T>(key: bigint, fn: (db: Database) => Promise<T>): Promise<T>;
   /** Connections in use and requests waiting for one (the embedded database has one). */
   poolStats(): PoolStats;
+  /**
+   * Subscribes to NOTIFY on `channel` for as long as the database is open, reconnecting by
+   * itself. The embedded database is only ever open in one process, which sends every
+   * notification itself: there, the subscription reports `listening` at once and stays quiet.
+   */
+  listen(channel: string, handlers: ChannelHandlers): Subscription;
+  /** Ends subscriptions and closes the connections. */
   close(): Promise<void>;
 }

@@ -12,6 +12,8 @@ import { createLogger } from '../../src/logger';
 import { createFetchHandler } from '../../src/transport';
 
 export const ADMIN_KEY = 'test-admin-key-0123456789';
+/** Longest wait at start-up for the LISTEN connection that brings key changes. */
+const LISTEN_WAIT_MS = 5000;
 
 /** Log lines the app wrote, parsed, so tests can assert what was (and was not) logged. */
 export class LogCapture extends Writable {
@@ -55,6 +57,11 @@ export async function buildTestApp(
   }
   const embedder = search.semantic ? new EmbeddingClient(config) : null;
   const deps = createDeps(config, logger, database, search, embedder);
+  // Tests start once key changes of other instances are heard (health reports it, too).
+  for (let waited = 0; options.setup !== false && waited < LISTEN_WAIT_MS; waited += 10) {
+    if (deps.keys.listenerState().listening) break;
+    await Bun.sleep(10);
+  }
   // The background worker as the server runs it; tests that drive it by hand pass worker: false.
   const worker = embedder ? new EmbeddingWorker(database.db, embedder, config, logger) : null;
   if (worker && options.worker !== false) worker.start();

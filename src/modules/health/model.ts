@@ -35,6 +35,7 @@ export const HealthCheck = t.Object(
     ),
     failedMessages: t.Optional(t.Integer({ description: 'Messages whose embedding failed' })),
     lastRunAt: t.Optional(Timestamp),
+    since: t.Optional(Timestamp),
     durationMs: t.Optional(t.Number({ description: 'Duration of the last retention run, in ms' })),
     archived: t.Optional(t.Integer({ description: 'Messages the last retention run archived' })),
     purged: t.Optional(t.Integer({ description: 'Messages the last retention run deleted' })),
@@ -66,6 +67,9 @@ export const HealthReport = t.Object(
         migrations: readings('Every migration of this release is applied'),
         embeddings: readings('The embedding service'),
         retention: readings('The last retention run'),
+        'keys:listener': readings(
+          'Whether key changes made by other instances reach this one (LISTEN/NOTIFY)',
+        ),
         uptime: readings('Seconds since the process started'),
       },
       { description: 'Readings keyed "component:measurement"' },

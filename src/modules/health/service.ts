@@ -5,6 +5,7 @@ import type { AppDeps } from '../../deps';
 import type { EmbeddingClient } from '../../embeddings/client';
 import type { SearchCapabilities } from '../../embeddings/types';
 import { backlog } from '../../embeddings/worker';
+import { type KeyResolver, UNCONFIRMED_TTL_MS } from '../tenants/keys';
 import { lastRetentionRun, type RetentionResult, storedRetentionRun } from '../../retention/job';
 import { VERSION } from '../../version';
 import type { HealthCheck, HealthReport, HealthStatus } from './model';
@@ -49,7 +50,8 @@ export async function healthReport({
   startedAt,
   search,
   embedder,
-}: Pick<AppDeps, 'database' | 'startedAt' | 'search' | 'embedder'>): Promise<Report> {
+  keys,
+}: Pick<AppDeps, 'database' | 'startedAt' | 'search' | 'embedder' | 'keys'>): Promise<Report> {
   // Read before the ping takes a connection, so the report does not count itself.
   const pool = database.poolStats();
   const deadline = performance.now() + DATABASE_TIMEOUT_MS;
@@ -74,6 +76,7 @@ export async function healthReport({
       await embeddingsCheck(database, search, embedder, ping.status !== 'fail', deadline),
     ],
     retention: [await retentionCheck(database, ping.status !== 'fail', deadline)],
+    'keys:listener': [listenerCheck(keys)],
     uptime: [
       {
         componentType: 'system',
@@ -181,6 +184,28 @@ async function retentionCheck(
     purged: last.purged,
     tenants: last.tenants.length,
     complete: last.complete,
+  };
+}
+
+/**
+ * The LISTEN connection that brings key changes from other instances. Down is `warn`, never
+ * `fail`: keys still work, cached ones are only trusted for UNCONFIRMED_TTL_MS meanwhile.
+ */
+function listenerCheck(keys: KeyResolver): Check {
+  const { listening, since } = keys.listenerState();
+  return {
+    componentType: 'component',
+    observedValue: listening,
+    status: listening ? 'pass' : 'warn',
+    time: now(),
+    ...(since ? { since: since.toISOString() } : {}),
+    ...(listening
+      ? {}
+      : {
+          output:
+            `${since ? 'disconnected' : 'not connected yet'}: key changes of other instances ` +
+            `go unheard, cached keys are trusted for ${UNCONFIRMED_TTL_MS} ms`,
+        }),
   };
 }
 

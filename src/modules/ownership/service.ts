@@ -6,6 +6,7 @@ import type { CursorPosition } from '../../lib/cursor';
 import { notFound } from '../../lib/errors';
 import { afterPosition } from '../../lib/keyset';
 import { selectViews } from '../messages/service';
+import { notifyKeyChange } from '../tenants/keys';
 import { getTenant } from '../tenants/service';
 
 /** Rows read per query of an export: enough to amortise round trips, small enough to stream. */
@@ -130,11 +131,11 @@ export interface DeletedCounts {
 /**
  * Deletes a tenant and everything it owns. First, in one short committed transaction, the
  * tenant is disabled and its keys deleted, so `revoke` (which drops cached keys) makes them
- * fail at once; then the data goes in batches of DELETE_BATCH_ROWS, each its own statement, so
- * no lock or transaction is held long and writers of other tenants never wait behind it. The
- * tenant row goes last: an interrupted deletion leaves a disabled tenant that a repeat call
- * finishes. Rows a write in flight adds meanwhile are removed by the cascades of that last
- * delete.
+ * fail at once here, and the notification sent on its commit on every other instance; then the
+ * data goes in batches of DELETE_BATCH_ROWS, each its own statement, so no lock or transaction
+ * is held long and writers of other tenants never wait behind it. The tenant row goes last: an
+ * interrupted deletion leaves a disabled tenant that a repeat call finishes. Rows a write in
+ * flight adds meanwhile are removed by the cascades of that last delete.
  */
 export async function deleteTenant(
   db: Database,
@@ -152,6 +153,7 @@ export async function deleteTenant(
       .delete(apiKeys)
       .where(eq(apiKeys.tenantId, tenantId))
       .returning({ id: apiKeys.id });
+    await notifyKeyChange(tx, tenantId);
     return keys.length;
   });
   revoke(tenantId);

@@ -1,6 +1,7 @@
 import { and, eq, gt, isNull, or, sql } from 'drizzle-orm';
 import { apiKeys, tenants } from '../../db/schema';
-import type { Database } from '../../db/types';
+import type { Subscription } from '../../db/listener';
+import type { Database, DatabaseHandle } from '../../db/types';
 import { hashKey, safeEqual } from '../../lib/keys';
 
 export interface ResolvedTenant {
@@ -26,6 +27,8 @@ function limitsOf(settings: Record<string, unknown>): ResolvedTenant['limits'] {
 interface CacheEntry {
   tenant: ResolvedTenant;
   keyHash: string;
+  /** When it was read from the database. */
+  at: number;
   until: number;
 }
 
@@ -33,24 +36,85 @@ interface CacheEntry {
 const MAX_CACHED_KEYS = 10_000;
 
 /**
- * Looks up the tenant of an API key by its hash, with a short in-process cache. Rotation and
- * disabling call `forgetTenant`, so they take effect at once in this process; other processes
- * see the change when their entry expires (AUTH_CACHE_TTL_MS).
+ * The NOTIFY channel of key and tenant changes; the payload is the tenant id. Every instance
+ * listens on it and drops what it cached of that tenant.
+ */
+export const KEYS_CHANNEL = 'threadstore_keys';
+
+/**
+ * How long a cached key is trusted while the LISTEN connection is down (or not yet up), since a
+ * change made meanwhile goes unheard. Revocation then still takes effect within this bound.
+ */
+export const UNCONFIRMED_TTL_MS = 1000;
+
+/**
+ * Announces a change to a tenant or its keys to every instance. Called inside the transaction
+ * making the change: PostgreSQL delivers the notification on commit, and never for a rollback,
+ * so no instance hears of a change before it is visible or misses one that committed.
+ */
+export async function notifyKeyChange(db: Database, tenantId: string): Promise<void> {
+  await db.execute(sql`select pg_notify(${KEYS_CHANNEL}, ${tenantId})`);
+}
+
+/** The LISTEN connection as health and metrics report it. */
+export interface ListenerState {
+  listening: boolean;
+  /** When it last came up or went down (null: not connected yet). */
+  since: Date | null;
+}
+
+/**
+ * Looks up the tenant of an API key by its hash, with an in-process cache of AUTH_CACHE_TTL_MS.
+ * Rotation, disabling and deletion call `forgetTenant` in the process that handles them and
+ * notify KEYS_CHANNEL in their transaction; every process listens (`follow`) and forgets that
+ * tenant as the notification arrives. While the LISTEN connection is down, entries are trusted
+ * for UNCONFIRMED_TTL_MS at most, and when it comes back the whole cache is dropped, as
+ * notifications sent meanwhile are lost.
  */
 export class KeyResolver {
   private readonly cache = new Map<string, CacheEntry>();
+  private listening = false;
+  private since: Date | null = null;
+  /**
+   * Counts invalidations. A lookup that began before one may have read the old rows: its
+   * result is returned but not cached.
+   */
+  private generation = 0;
 
   constructor(
     private readonly db: Database,
     private readonly ttlMs: number,
   ) {}
 
+  /** Listens for key changes made by any instance; the database's `close` ends it. */
+  follow(database: DatabaseHandle): Subscription {
+    return database.listen(KEYS_CHANNEL, {
+      onNotify: (tenantId) => this.forgetTenant(tenantId),
+      onState: (listening) => {
+        // Up again: whatever was announced while down went unheard.
+        if (listening) this.forgetAll();
+        this.listening = listening;
+        this.since = new Date();
+      },
+    });
+  }
+
+  listenerState(): ListenerState {
+    return { listening: this.listening, since: this.since };
+  }
+
+  /** Keys held in the cache (some possibly expired and not yet dropped). */
+  get size(): number {
+    return this.cache.size;
+  }
+
   async resolve(key: string): Promise<ResolvedTenant | null> {
     const hash = hashKey(key);
     const now = Date.now();
     const hit = this.cache.get(hash);
-    if (hit && hit.until > now && safeEqual(hit.keyHash, hash)) return hit.tenant;
+    if (hit && this.fresh(hit, now) && safeEqual(hit.keyHash, hash)) return hit.tenant;
     if (hit) this.cache.delete(hash);
+    const generation = this.generation;
 
     const [row] = await this.db
       .select({
@@ -77,7 +141,7 @@ export class KeyResolver {
       disabled: row.disabled,
       limits: limitsOf(row.settings),
     };
-    if (this.ttlMs > 0) {
+    if (this.ttlMs > 0 && generation === this.generation) {
       const until = Math.min(
         now + this.ttlMs,
         row.expiresAt?.getTime() ?? Number.POSITIVE_INFINITY,
@@ -85,15 +149,27 @@ export class KeyResolver {
       if (this.cache.size >= MAX_CACHED_KEYS) {
         this.cache.delete(this.cache.keys().next().value!);
       }
-      this.cache.set(hash, { tenant, keyHash: hash, until });
+      this.cache.set(hash, { tenant, keyHash: hash, at: now, until });
     }
     return tenant;
   }
 
   /** Drops every cached key of a tenant (after rotation, disabling or deletion). */
   forgetTenant(tenantId: string): void {
+    this.generation++;
     for (const [hash, entry] of this.cache) {
       if (entry.tenant.id === tenantId) this.cache.delete(hash);
     }
+  }
+
+  /** Drops every cached key. */
+  forgetAll(): void {
+    this.generation++;
+    this.cache.clear();
+  }
+
+  private fresh(entry: CacheEntry, now: number): boolean {
+    if (entry.until <= now) return false;
+    return this.listening || now - entry.at < UNCONFIRMED_TTL_MS;
   }
 }

@@ -4,7 +4,7 @@ import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
 import { notFound, validationFailed } from '../../lib/errors';
 import { generateTenantKey } from '../../lib/keys';
-import { LIMIT_SETTINGS } from './keys';
+import { LIMIT_SETTINGS, notifyKeyChange } from './keys';
 
 /** Cursors of the admin listing are bound to this pseudo-tenant. */
 const ADMIN_SCOPE_TENANT = 'admin';
@@ -175,6 +175,8 @@ export async function updateTenant(
       .update(tenants)
       .set({ name: patch.name, disabled: patch.disabled, settings, updatedAt: sql`now()` })
       .where(eq(tenants.id, id));
+    // Cached keys carry the name, the disabled flag and the rate limits.
+    await notifyKeyChange(tx, id);
   });
   return getTenant(db, id);
 }
@@ -209,6 +211,7 @@ export async function rotateKey(db: Database, tenantId: string, graceSeconds: nu
     await tx
       .insert(apiKeys)
       .values({ id: Bun.randomUUIDv7(), tenantId, keyHash: key.hash, keyPrefix: key.prefix });
+    await notifyKeyChange(tx, tenantId);
     return {
       api_key: key.key,
       api_key_prefix: key.prefix,
