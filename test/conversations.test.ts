@@ -98,6 +98,20 @@ describe('deleting a conversation', () => {
 });
 
 describe('writing while the conversation is deleted', () => {
+  test('a write after the conversation was deleted creates it again', async () => {
+    const { api_key } = await t.tenant();
+    // The first writes make the process remember the conversation as existing.
+    expect((await post(api_key, 'gone')).status).toBe(201);
+    expect((await post(api_key, 'gone')).status).toBe(201);
+    expect((await t.call('DELETE', '/v1/conversations/gone', { key: api_key })).status).toBe(204);
+    expect((await t.call('GET', '/v1/conversations/gone', { key: api_key })).status).toBe(404);
+    const again = await post(api_key, 'gone');
+    expect(again.status).toBe(201);
+    const summary = await t.call('GET', '/v1/conversations/gone', { key: api_key });
+    expect(summary.status).toBe(200);
+    expect(summary.json.message_count).toBe(1);
+  });
+
   test('every write either lands in a live conversation or fails cleanly; none is orphaned', async () => {
     const { api_key, id } = await t.tenant();
     let running = true;

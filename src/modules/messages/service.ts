@@ -148,7 +148,9 @@ export function prepareMessages(
  * Stores messages all or nothing in one statement (one round trip, one implicit transaction).
  * Each conversation row is inserted only if absent, in a CTE, so concurrent writers to one
  * conversation never queue on a row lock; the foreign key check at the end of the statement
- * sees the rows the CTE inserted.
+ * sees the rows the CTE inserted. Conversations this process stored messages in lately skip
+ * the CTE (it was a fifth of the database's CPU per create); a deleted one fails the foreign
+ * key check and is created again by the retry.
  */
 export async function createMessages(
   db: Database,
@@ -157,13 +159,42 @@ export async function createMessages(
   embeddingStatus: EmbeddingStatus,
 ): Promise<MessageView[]> {
   const prepared = prepareMessages(tenantId, inputs, embeddingStatus);
+  const known = knownConversations(db);
+  const keys = prepared.conversationIds.map((id) => `${tenantId}|${id}`);
+  let stored: MessageView[];
   try {
-    return await insertMessages(db, prepared);
+    // A conversation this process has written to lately most likely still exists: insert the
+    // messages alone and let the foreign key check confirm it.
+    stored = await insertMessages(db, prepared, !keys.every((k) => known.has(k)));
   } catch (err) {
-    // The conversation was deleted between our insert-if-absent and the foreign key check:
-    // one retry recreates it, as if the write had come a moment later.
+    // The conversation was deleted (between our insert-if-absent and the foreign key check, or
+    // since it was remembered): one retry recreates it, as if the write had come a moment later.
     if (errorCodeOf(err) !== FOREIGN_KEY_VIOLATION) throw err;
-    return insertMessages(db, prepared);
+    for (const k of keys) known.delete(k);
+    stored = await insertMessages(db, prepared);
+  }
+  remember(known, keys);
+  return stored;
+}
+
+/** Conversations a process remembers having written to; the oldest are forgotten first. */
+const KNOWN_CONVERSATIONS_MAX = 10_000;
+const knownByDb = new WeakMap<Database, Set<string>>();
+
+function knownConversations(db: Database): Set<string> {
+  let known = knownByDb.get(db);
+  if (!known) {
+    known = new Set();
+    knownByDb.set(db, known);
+  }
+  return known;
+}
+
+function remember(known: Set<string>, keys: string[]): void {
+  for (const k of keys) {
+    if (known.has(k)) continue;
+    if (known.size >= KNOWN_CONVERSATIONS_MAX) known.delete(known.values().next().value!);
+    known.add(k);
   }
 }
 
@@ -174,8 +205,9 @@ export async function createMessages(
 export async function insertMessages(
   db: Database,
   { tenantId, rows, conversationIds, now, embeddingStatus }: PreparedMessages,
+  createConversations = true,
 ): Promise<MessageView[]> {
-  await insertRows(db, tenantId, conversationIds, rows, now);
+  await insertRows(db, tenantId, createConversations ? conversationIds : [], rows, now);
   // Exactly what was stored, in the order the caller sent.
   return rows.map((r) =>
     toMessageView(
@@ -198,10 +230,12 @@ async function insertRows(
   rows: ReturnType<typeof toRow>[],
   now: number,
 ): Promise<void> {
-  const params: unknown[] = [tenantId, new Date(now).toISOString()];
+  const params: unknown[] = [tenantId];
   const at = (value: unknown) => `$${params.push(value)}`;
+  // Every parameter must appear in the text, so the start time only when it is used.
+  const startedAt = conversationIds.length > 0 ? at(new Date(now).toISOString()) : '';
   const newConversations = conversationIds
-    .map((id) => `($1::uuid, ${at(id)}, $2::timestamptz)`)
+    .map((id) => `($1::uuid, ${at(id)}, ${startedAt}::timestamptz)`)
     .join(', ');
   const values = rows
     .map(
@@ -212,17 +246,19 @@ async function insertRows(
         `${at(JSON.stringify(r.metadata))}::jsonb, ${at(r.createdAt.toISOString())}::timestamptz)`,
     )
     .join(', ');
+  const ensureConversations = newConversations
+    ? `with ensure_conversations as (
+      insert into conversations (tenant_id, id, created_at) values ${newConversations}
+      on conflict do nothing) `
+    : '';
   await rawQuery(
     db,
-    `with ensure_conversations as (
-      insert into conversations (tenant_id, id, created_at) values ${newConversations}
-      on conflict do nothing)
-    insert into messages (id, tenant_id, conversation_id, role, content, name, tool_call_id,
+    `${ensureConversations}insert into messages (id, tenant_id, conversation_id, role, content, name, tool_call_id,
       tool_calls, metadata, created_at)
     values ${values}`,
     params,
-    // One prepared statement for the single create; batches come in too many shapes to keep.
-    { prepare: rows.length === 1 && conversationIds.length === 1 },
+    // Prepared statements for the single create; batches come in too many shapes to keep.
+    { prepare: rows.length === 1 && conversationIds.length <= 1 },
   );
 }
 
