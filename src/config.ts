@@ -60,6 +60,17 @@ const ConfigSchema = T.Object({
   RATE_LIMIT_ADMIN_PER_MINUTE: T.Integer({ minimum: 1, default: 600 }),
   /** Length of a rate-limit window; it starts at a key's first request. */
   RATE_LIMIT_WINDOW_MS: T.Integer({ minimum: 1000, default: 60_000 }),
+  /**
+   * Redis holding the rate-limit counters (redis:// or rediss://), so budgets hold across every
+   * instance; unset: each process counts on its own.
+   */
+  REDIS_URL: T.Optional(T.String({ pattern: '^rediss?://' })),
+  /** A Redis call that has not answered within this counts as a store error. */
+  REDIS_TIMEOUT_MS: T.Integer({ minimum: 1, maximum: 60_000, default: 200 }),
+  /** What a request gets when its rate-limit count fails: `allow` it, or `deny` it with 503. */
+  RATE_LIMIT_ON_STORE_ERROR: T.Union([T.Literal('allow'), T.Literal('deny')], {
+    default: 'allow',
+  }),
   /** Comma-separated exact origins allowed cross-origin (empty: no cross-origin access). */
   CORS_ORIGINS: T.String({ default: '' }),
   /** How long browsers may cache a preflight answer, in seconds. */

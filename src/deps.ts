@@ -6,6 +6,7 @@ import { CursorCodec } from './lib/cursor';
 import type { Logger } from './logger';
 import { createMetrics, type Metrics } from './metrics';
 import { KeyResolver } from './modules/tenants/keys';
+import { RedisRateLimitStore } from './plugins/rate-limit-redis';
 
 /** Everything the app is built from; tests build it around their own database. */
 export interface AppDeps {
@@ -22,6 +23,11 @@ export interface AppDeps {
   embedder: EmbeddingClient | null;
   /** When the process started (for uptime in health). */
   startedAt: Date;
+  /**
+   * Rate-limit counters in Redis, shared by every instance (REDIS_URL); null: each process counts
+   * in memory. One per process: the caller closes it (kill) on shutdown.
+   */
+  rateLimitStore: RedisRateLimitStore | null;
   /** Set when shutdown begins: readiness turns 503 at once. */
   lifecycle: { shuttingDown: boolean };
 }
@@ -60,6 +66,10 @@ export function createDeps(
     metrics,
     search,
     embedder,
+    rateLimitStore:
+      config.REDIS_URL && config.RATE_LIMIT_ENABLED
+        ? new RedisRateLimitStore(config.REDIS_URL, { timeoutMs: config.REDIS_TIMEOUT_MS, logger })
+        : null,
     startedAt: new Date(),
     lifecycle: { shuttingDown: false },
   };

@@ -64,6 +64,11 @@ export function createMetrics(database: DatabaseHandle) {
     labelNames: ['budget'] as const,
     registers: [registry],
   });
+  const rateLimitStoreErrors = new Counter({
+    name: 'threadstore_rate_limit_store_errors_total',
+    help: 'Requests whose rate-limit count failed (Redis down or slow); see RATE_LIMIT_ON_STORE_ERROR',
+    registers: [registry],
+  });
   const timeouts = new Counter({
     name: 'threadstore_request_timeouts_total',
     help: 'Requests answered 503 request_timeout',
@@ -137,6 +142,10 @@ export function createMetrics(database: DatabaseHandle) {
     },
     rateLimited(budget: string) {
       rateLimited.inc({ budget });
+    },
+    /** A request whose rate-limit count failed, whatever the policy then did with it. */
+    rateLimitStoreError() {
+      rateLimitStoreErrors.inc();
     },
     requestTimedOut() {
       timeouts.inc();

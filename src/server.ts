@@ -17,6 +17,11 @@ import { VERSION } from './version';
 const MAX_IDLE_TIMEOUT_SECONDS = 255;
 /** Headroom over REQUEST_TIMEOUT_MS so the timeout answer is always written before Bun gives up. */
 const IDLE_HEADROOM_SECONDS = 5;
+/**
+ * How long start-up waits for Redis before serving anyway: an instance started during a Redis
+ * outage still serves, under RATE_LIMIT_ON_STORE_ERROR, and connects when Redis is back.
+ */
+const REDIS_STARTUP_WAIT_MS = 2000;
 
 /** Opens the database, migrates when configured, serves, and shuts down cleanly on signals. */
 export async function serve(config: Config, logger: Logger): Promise<void> {
@@ -31,6 +36,12 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
     logger.warn({ reason: search.semanticReason }, 'semantic search unavailable; full-text only');
   }
   const deps = createDeps(config, logger, database, search, embedder);
+  if (deps.rateLimitStore && !(await deps.rateLimitStore.ready(REDIS_STARTUP_WAIT_MS))) {
+    logger.warn(
+      { on_store_error: config.RATE_LIMIT_ON_STORE_ERROR },
+      'Redis not reachable at start-up; rate limits follow RATE_LIMIT_ON_STORE_ERROR until it is',
+    );
+  }
   const app = createApp(deps);
   const handler = createFetchHandler(app, deps);
   const server = Bun.serve({
@@ -78,6 +89,7 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
         await server.stop(true);
       }
       await stopBackground();
+      await deps.rateLimitStore?.kill();
       await database.close();
       logger.info('stopped');
     } catch (err) {

@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'not_ready'
   | 'database_busy'
   | 'rate_limited'
+  | 'rate_limit_unavailable'
   | 'request_timeout'
   | 'idempotency_conflict'
   | 'semantic_search_disabled'

@@ -1,8 +1,14 @@
 import { Elysia, ParseError, ValidationError } from 'elysia';
 import { mapDatabaseError } from '../db/errors';
-import { AppError } from '../lib/errors';
+import { AppError, type ErrorCode } from '../lib/errors';
 import type { Logger } from '../logger';
 import { requestState } from './request-id';
+
+/**
+ * 5xx codes whose source logs them itself, rate-limited: one line per request during an outage
+ * would flood the log.
+ */
+const LOGGED_AT_SOURCE = new Set<ErrorCode>(['rate_limit_unavailable']);
 
 /** The one error body of the API. */
 export interface ErrorBody {
@@ -25,7 +31,7 @@ export function errors(logger: Logger) {
           { request_id: state.id, tenant_id: state.tenantId, err: error },
           'unhandled error',
         );
-      } else if (appError.status >= 500) {
+      } else if (appError.status >= 500 && !LOGGED_AT_SOURCE.has(appError.code)) {
         logger.warn(
           { request_id: state.id, code: appError.code, err: causeOf(error) },
           appError.message,

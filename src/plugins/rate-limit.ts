@@ -4,6 +4,7 @@ import type { Config } from '../config';
 import { clientIp, parseTrustProxy } from '../lib/client-ip';
 import { AppError } from '../lib/errors';
 import { bearerToken } from '../lib/keys';
+import type { Logger } from '../logger';
 import type { Metrics } from '../metrics';
 import type { KeyResolver, ResolvedTenant } from '../modules/tenants/keys';
 import { requestState } from './request-id';
@@ -15,6 +16,10 @@ export type Budget = 'write' | 'read' | 'admin';
 const STORE_MAX_KEYS = 100_000;
 const WRITE_METHODS = new Set(['POST', 'PATCH', 'PUT', 'DELETE']);
 const OPERATOR_PATHS = new Set(['/livez', '/readyz', '/metrics', '/openapi.json', '/docs']);
+/** At most one warning per interval about a failing counter store, however many requests fail. */
+const STORE_ERROR_LOG_INTERVAL_MS = 1000;
+/** Retry-After of a 503 while the counter store fails (RATE_LIMIT_ON_STORE_ERROR=deny). */
+const STORE_ERROR_RETRY_AFTER_SECONDS = '1';
 
 /** Admin routes and probes have a budget of their own, so tenant traffic never starves them. */
 export function budgetOf(method: string, path: string): Budget {
@@ -29,9 +34,10 @@ export function budgetOf(method: string, path: string): Budget {
 export interface RateLimitOptions {
   config: Config;
   keys: KeyResolver;
+  logger: Logger;
   metrics: Metrics;
-  /** Counter store; elysia-rate-limit's in-memory LRU by default. */
-  store?: RateLimitStore;
+  /** Counter store shared by the fleet (Redis); elysia-rate-limit's in-memory LRU when null. */
+  rateLimitStore?: RateLimitStore | null;
 }
 
 /**
@@ -42,9 +48,13 @@ export interface RateLimitOptions {
  * spends the guesser's own budget. A window starts at a key's first request. Every response
  * carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset (seconds to the window's
  * end); a 429 carries Retry-After with the same number.
+ *
+ * When the store fails (Redis down or slower than REDIS_TIMEOUT_MS) the request is let through
+ * uncounted, or refused with 503 rate_limit_unavailable, per RATE_LIMIT_ON_STORE_ERROR; the
+ * failure is counted in /metrics and logged at most once a second.
  */
-export function rateLimit({ config, keys, metrics, store }: RateLimitOptions) {
-  const counters = store ?? new DefaultContext(STORE_MAX_KEYS);
+export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: RateLimitOptions) {
+  const counters = rateLimitStore ?? new DefaultContext(STORE_MAX_KEYS);
   const windowMs = config.RATE_LIMIT_WINDOW_MS;
   counters.init({ duration: windowMs } as Parameters<RateLimitStore['init']>[0]);
   const trust = parseTrustProxy(config.TRUST_PROXY);
@@ -52,6 +62,40 @@ export function rateLimit({ config, keys, metrics, store }: RateLimitOptions) {
     write: config.RATE_LIMIT_WRITE_PER_MINUTE,
     read: config.RATE_LIMIT_READ_PER_MINUTE,
     admin: config.RATE_LIMIT_ADMIN_PER_MINUTE,
+  };
+  const deny = config.RATE_LIMIT_ON_STORE_ERROR === 'deny';
+  let lastWarnAt = 0;
+  let unlogged = 0;
+  const storeFailed = (err: unknown, requestId: string, budget: Budget) => {
+    metrics.rateLimitStoreError();
+    const now = Date.now();
+    if (now - lastWarnAt >= STORE_ERROR_LOG_INTERVAL_MS) {
+      logger.warn(
+        {
+          request_id: requestId,
+          budget,
+          err: err instanceof Error ? err.message : String(err),
+          // Failures since the last warning that were not logged one by one.
+          unlogged,
+        },
+        deny
+          ? 'rate-limit store failed; request refused with 503'
+          : 'rate-limit store failed; request allowed uncounted',
+      );
+      lastWarnAt = now;
+      unlogged = 0;
+    } else {
+      unlogged++;
+    }
+    if (deny) {
+      throw new AppError(
+        503,
+        'rate_limit_unavailable',
+        'Rate limits cannot be checked right now; retry shortly',
+        undefined,
+        { 'retry-after': STORE_ERROR_RETRY_AFTER_SECONDS },
+      );
+    }
   };
 
   return new Elysia({ name: 'rate-limit' })
@@ -70,7 +114,13 @@ export function rateLimit({ config, keys, metrics, store }: RateLimitOptions) {
         const ip = clientIp(state.socketIp, request.headers.get('x-forwarded-for'), trust);
         key = `${budget}:ip:${ip}`;
       }
-      const { count, nextReset } = await counters.increment(key, windowMs, Date.now());
+      let counted: { count: number; nextReset: Date };
+      try {
+        counted = await counters.increment(key, windowMs, Date.now());
+      } catch (err) {
+        return storeFailed(err, state.id, budget);
+      }
+      const { count, nextReset } = counted;
       const resetSeconds = Math.max(0, Math.ceil((nextReset.getTime() - Date.now()) / 1000));
       set.headers['ratelimit-limit'] = String(limit);
       set.headers['ratelimit-remaining'] = String(Math.max(limit - count, 0));
@@ -87,7 +137,8 @@ export function rateLimit({ config, keys, metrics, store }: RateLimitOptions) {
       }
     })
     .onStop(async function stopRateLimit() {
-      await counters.kill();
+      // A store passed in belongs to the process (see deps), which closes it on shutdown.
+      if (!rateLimitStore) await counters.kill();
     });
 }
 

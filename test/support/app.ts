@@ -122,6 +122,7 @@ export async function buildTestApp(
     worker,
     close: async () => {
       await worker?.stop();
+      await deps.rateLimitStore?.kill();
       await database.close();
     },
   };

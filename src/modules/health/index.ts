@@ -4,7 +4,8 @@ import type { AppDeps } from '../../deps';
 import { AppError } from '../../lib/errors';
 import { bearerToken, safeEqual } from '../../lib/keys';
 import { ErrorResponse } from '../../lib/schemas';
-import { DATABASE_TIMEOUT_MS, withTimeout } from './service';
+import { HealthCheck } from './model';
+import { DATABASE_TIMEOUT_MS, redisCheck, withTimeout } from './service';
 
 /** Retry-After of a readiness 503 while the database does not answer. */
 const DATABASE_RETRY_AFTER_SECONDS = '2';
@@ -16,7 +17,7 @@ const NOT_READY_RETRY_AFTER_SECONDS = '5';
  * endpoint (behind METRICS_TOKEN when set), outside /v1. The detailed health report is an admin
  * route: see modules/admin.
  */
-export function healthModule({ database, lifecycle, metrics, config }: AppDeps) {
+export function healthModule({ database, lifecycle, metrics, config, rateLimitStore }: AppDeps) {
   return new Elysia({ name: 'health', detail: { tags: ['probes'] } })
     .get('/livez', () => ({ status: 'ok' as const }), {
       response: { 200: t.Object({ status: t.Literal('ok') }) },
@@ -53,12 +54,35 @@ export function healthModule({ database, lifecycle, metrics, config }: AppDeps) 
             'retry-after': NOT_READY_RETRY_AFTER_SECONDS,
           });
         }
+        // Redis trouble is reported, never a reason to leave the rotation: requests are still
+        // served (or refused) per RATE_LIMIT_ON_STORE_ERROR. Its error text is for the admin
+        // health report only.
+        const redis = rateLimitStore ? redisCheck(rateLimitStore) : null;
+        if (redis && redis.status !== 'pass') {
+          const { componentType, status, time } = redis;
+          const reading = { componentType, status, time, output: 'rate-limit store failing' };
+          return { status: 'ready' as const, checks: { redis: [reading] } };
+        }
         return { status: 'ready' as const };
       },
       {
-        response: { 200: t.Object({ status: t.Literal('ready') }), 503: ErrorResponse },
+        response: {
+          200: t.Object({
+            status: t.Literal('ready'),
+            checks: t.Optional(
+              t.Object(
+                { redis: t.Array(HealthCheck) },
+                { description: 'Present when a component is degraded but not failing readiness' },
+              ),
+            ),
+          }),
+          503: ErrorResponse,
+        },
         detail: {
           summary: 'Not shutting down, the database answers and migrations are applied',
+          description:
+            'A failing Redis (REDIS_URL) does not fail readiness: the answer stays 200 and lists ' +
+            'the `redis` check as `warn`.',
         },
       },
     )

@@ -67,6 +67,9 @@ export const HealthReport = t.Object(
         migrations: readings('Every migration of this release is applied'),
         embeddings: readings('The embedding service'),
         retention: readings('The last retention run'),
+        redis: t.Optional(
+          readings('The Redis holding the rate-limit counters (present with REDIS_URL only)'),
+        ),
         'keys:listener': readings(
           'Whether key changes made by other instances reach this one (LISTEN/NOTIFY)',
         ),

@@ -5,6 +5,7 @@ import type { AppDeps } from '../../deps';
 import type { EmbeddingClient } from '../../embeddings/client';
 import type { SearchCapabilities } from '../../embeddings/types';
 import { backlog } from '../../embeddings/worker';
+import type { RedisRateLimitStore } from '../../plugins/rate-limit-redis';
 import { type KeyResolver, UNCONFIRMED_TTL_MS } from '../tenants/keys';
 import { lastRetentionRun, type RetentionResult, storedRetentionRun } from '../../retention/job';
 import { VERSION } from '../../version';
@@ -51,7 +52,9 @@ export async function healthReport({
   search,
   embedder,
   keys,
-}: Pick<AppDeps, 'database' | 'startedAt' | 'search' | 'embedder' | 'keys'>): Promise<Report> {
+  rateLimitStore,
+}: Pick<AppDeps, 'database' | 'startedAt' | 'search' | 'embedder' | 'keys'> &
+  Partial<Pick<AppDeps, 'rateLimitStore'>>): Promise<Report> {
   // Read before the ping takes a connection, so the report does not count itself.
   const pool = database.poolStats();
   const deadline = performance.now() + DATABASE_TIMEOUT_MS;
@@ -76,6 +79,7 @@ export async function healthReport({
       await embeddingsCheck(database, search, embedder, ping.status !== 'fail', deadline),
     ],
     retention: [await retentionCheck(database, ping.status !== 'fail', deadline)],
+    ...(rateLimitStore ? { redis: [redisCheck(rateLimitStore)] } : {}),
     'keys:listener': [listenerCheck(keys)],
     uptime: [
       {
@@ -206,6 +210,29 @@ function listenerCheck(keys: KeyResolver): Check {
             `${since ? 'disconnected' : 'not connected yet'}: key changes of other instances ` +
             `go unheard, cached keys are trusted for ${UNCONFIRMED_TTL_MS} ms`,
         }),
+  };
+}
+
+/**
+ * The Redis of the rate-limit counters, as the last calls found it (every request, probes
+ * included, makes one, so this asks nothing itself). Trouble is `warn`, never `fail`: requests
+ * are still served, or refused, as RATE_LIMIT_ON_STORE_ERROR says, and taking every instance out
+ * of rotation for it would turn a rate-limit outage into a full one.
+ */
+export function redisCheck(store: RedisRateLimitStore): Check {
+  const { ok, connection, lastFailure } = store.state();
+  return {
+    componentType: 'datastore',
+    observedValue: connection,
+    observedUnit: 'connection state',
+    status: ok ? 'pass' : 'warn',
+    time: now(),
+    ...(ok
+      ? {}
+      : {
+          output: `rate-limit counts failing: ${lastFailure?.message ?? `connection ${connection}`}`,
+        }),
+    ...(lastFailure ? { lastError: `${lastFailure.at}: ${lastFailure.message}` } : {}),
   };
 }
 
