@@ -3,6 +3,7 @@ import { type Context as RateLimitStore, DefaultContext } from 'elysia-rate-limi
 import type { Config } from '../config';
 import { clientIp, parseTrustProxy } from '../lib/client-ip';
 import { AppError } from '../lib/errors';
+import { pathOf } from '../lib/path';
 import { bearerToken } from '../lib/keys';
 import type { Logger } from '../logger';
 import type { Metrics } from '../metrics';
@@ -103,7 +104,7 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
       // Preflights are answered by the CORS plugin before this; never count them.
       if (request.method === 'OPTIONS') return;
       const state = requestState(request);
-      const budget = budgetOf(request.method, new URL(request.url).pathname);
+      const budget = budgetOf(request.method, pathOf(request.url));
       let key: string;
       let limit = defaults[budget];
       const tenant = budget === 'admin' ? null : await tenantOf(request, keys);
