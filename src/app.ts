@@ -4,6 +4,7 @@ import type { AppDeps } from './deps';
 import { adminModule } from './modules/admin';
 import { conversationsModule } from './modules/conversations';
 import { healthModule } from './modules/health';
+import { mcpModule } from './modules/mcp';
 import { messagesModule } from './modules/messages';
 import { retentionModule } from './modules/retention';
 import { ownershipModule } from './modules/ownership';
@@ -52,6 +53,7 @@ export function createApp(deps: AppDeps) {
         }),
       )
       .use(healthModule(deps))
+      .use(mcpModule(deps))
       .group('/v1', (v1) =>
         v1
           .use(tenantsModule(deps))

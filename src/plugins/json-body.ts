@@ -1,5 +1,7 @@
 import { Elysia } from 'elysia';
 import { AppError, validationFailed } from '../lib/errors';
+import { pathOf } from '../lib/path';
+import { MCP_PATH } from '../modules/mcp/path';
 
 /** Deeper JSON than this is refused before validation (metadata allows depth 5 anyway). */
 const MAX_JSON_DEPTH = 32;
@@ -31,7 +33,9 @@ export function jsonBody(maxBytes: number) {
       } catch {
         throw new AppError(400, 'malformed_json', 'The request body is not valid JSON');
       }
-      checkStrings(value, 0, () => '');
+      // MCP answers a tool's bad arguments as a tool error, not as an HTTP error: it checks
+      // the strings of the arguments itself (checkJsonStrings), and only the nesting here.
+      checkStrings(value, 0, () => '', pathOf(request.url) !== MCP_PATH);
       return value;
     },
   );
@@ -102,21 +106,26 @@ async function readStream(body: ReadableStream<Uint8Array>, maxBytes: number) {
  * Refuses NUL and lone surrogates anywhere in the value (keys included), and nesting deeper
  * than MAX_JSON_DEPTH. The JSON Pointer of the offending value is only built on failure.
  */
-function checkStrings(value: unknown, depth: number, at: () => string): void {
+/** Throws 422 for a string PostgreSQL cannot store or that is not well-formed Unicode. */
+export function checkJsonStrings(value: unknown): void {
+  checkStrings(value, 0, () => '', true);
+}
+
+function checkStrings(value: unknown, depth: number, at: () => string, strings: boolean): void {
   if (depth > MAX_JSON_DEPTH) {
     throw validationFailed(`JSON nesting deeper than ${MAX_JSON_DEPTH} levels`, { path: at() });
   }
   if (typeof value === 'string') {
-    checkString(value, at);
+    if (strings) checkString(value, at);
   } else if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      checkStrings(value[i], depth + 1, () => `${at()}/${i}`);
+      checkStrings(value[i], depth + 1, () => `${at()}/${i}`, strings);
     }
   } else if (value !== null && typeof value === 'object') {
     for (const key in value) {
       const child = () => `${at()}/${key}`;
-      checkString(key, child);
-      checkStrings((value as Record<string, unknown>)[key], depth + 1, child);
+      if (strings) checkString(key, child);
+      checkStrings((value as Record<string, unknown>)[key], depth + 1, child, strings);
     }
   }
 }

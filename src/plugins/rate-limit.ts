@@ -4,6 +4,7 @@ import type { Config } from '../config';
 import { clientIp, parseTrustProxy } from '../lib/client-ip';
 import { AppError } from '../lib/errors';
 import { pathOf } from '../lib/path';
+import { MCP_PATH } from '../modules/mcp/path';
 import { bearerToken } from '../lib/keys';
 import type { Logger } from '../logger';
 import type { Metrics } from '../metrics';
@@ -99,43 +100,57 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
     }
   };
 
+  /** Counts one request of `budget` against `key`; throws 429 (or 503 per the store policy). */
+  async function charge(
+    set: { headers: Record<string, unknown> },
+    requestId: string,
+    budget: Budget,
+    key: string,
+    limit: number,
+  ): Promise<void> {
+    let counted: { count: number; nextReset: Date };
+    try {
+      counted = await counters.increment(key, windowMs, Date.now());
+    } catch (err) {
+      return storeFailed(err, requestId, budget);
+    }
+    const { count, nextReset } = counted;
+    const resetSeconds = Math.max(0, Math.ceil((nextReset.getTime() - Date.now()) / 1000));
+    set.headers['ratelimit-limit'] = String(limit);
+    set.headers['ratelimit-remaining'] = String(Math.max(limit - count, 0));
+    set.headers['ratelimit-reset'] = String(resetSeconds);
+    if (count > limit) {
+      metrics.rateLimited(budget);
+      throw new AppError(
+        429,
+        'rate_limited',
+        `Rate limit of ${limit} ${budget} requests per ${windowMs / 1000} s exceeded`,
+        { budget, limit, retry_after_seconds: resetSeconds },
+        { 'retry-after': String(Math.max(resetSeconds, 1)) },
+      );
+    }
+  }
+
   return new Elysia({ name: 'rate-limit' })
     .onRequest(async function countRequest({ request, set }) {
       // Preflights are answered by the CORS plugin before this; never count them.
       if (request.method === 'OPTIONS') return;
       const state = requestState(request);
-      const budget = budgetOf(request.method, pathOf(request.url));
-      let key: string;
-      let limit = defaults[budget];
+      const path = pathOf(request.url);
+      const budget = budgetOf(request.method, path);
       const tenant = budget === 'admin' ? null : await tenantOf(request, keys);
       if (tenant && !tenant.disabled) {
-        key = `${budget}:t:${tenant.id}`;
-        limit = (budget === 'write' ? tenant.limits.write : tenant.limits.read) ?? limit;
-      } else {
-        const ip = clientIp(state.socketIp, request.headers.get('x-forwarded-for'), trust);
-        key = `${budget}:ip:${ip}`;
+        const limitOf = (b: Budget) =>
+          (b === 'write' ? tenant.limits.write : tenant.limits.read) ?? defaults[b];
+        if (path === MCP_PATH && request.method === 'POST') {
+          // One POST may be any tool: the MCP endpoint charges each call to its own budget.
+          state.charge = (b) => charge(set, state.id, b, `${b}:t:${tenant.id}`, limitOf(b));
+          return;
+        }
+        return charge(set, state.id, budget, `${budget}:t:${tenant.id}`, limitOf(budget));
       }
-      let counted: { count: number; nextReset: Date };
-      try {
-        counted = await counters.increment(key, windowMs, Date.now());
-      } catch (err) {
-        return storeFailed(err, state.id, budget);
-      }
-      const { count, nextReset } = counted;
-      const resetSeconds = Math.max(0, Math.ceil((nextReset.getTime() - Date.now()) / 1000));
-      set.headers['ratelimit-limit'] = String(limit);
-      set.headers['ratelimit-remaining'] = String(Math.max(limit - count, 0));
-      set.headers['ratelimit-reset'] = String(resetSeconds);
-      if (count > limit) {
-        metrics.rateLimited(budget);
-        throw new AppError(
-          429,
-          'rate_limited',
-          `Rate limit of ${limit} ${budget} requests per ${windowMs / 1000} s exceeded`,
-          { budget, limit, retry_after_seconds: resetSeconds },
-          { 'retry-after': String(Math.max(resetSeconds, 1)) },
-        );
-      }
+      const ip = clientIp(state.socketIp, request.headers.get('x-forwarded-for'), trust);
+      return charge(set, state.id, budget, `${budget}:ip:${ip}`, defaults[budget]);
     })
     .onStop(async function stopRateLimit() {
       // A store passed in belongs to the process (see deps), which closes it on shutdown.

@@ -1,5 +1,6 @@
 import { Elysia } from 'elysia';
 import type { ResolvedTenant } from '../modules/tenants/keys';
+import type { Budget } from './rate-limit';
 
 /** What the request-scoped plugins know about a request, keyed by the Request object. */
 export interface RequestState {
@@ -14,6 +15,13 @@ export interface RequestState {
   headers?: Record<string, unknown>;
   /** The transport answered 503 request_timeout while the handler was still running. */
   timedOut?: boolean;
+  /**
+   * Counts this request against a budget, when the rate limiter left that to the route (the
+   * MCP endpoint, whose budget depends on the tool called); throws 429 over the budget.
+   */
+  charge?: (budget: Budget) => Promise<void>;
+  /** The MCP tool a request called, for its log line. */
+  tool?: string;
 }
 
 const states = new WeakMap<Request, RequestState>();

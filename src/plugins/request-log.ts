@@ -21,6 +21,7 @@ export function requestLog(logger: Logger, metrics: Metrics | null) {
         route: route || 'unmatched',
         status,
         duration_ms: Math.round((performance.now() - state.startedAt) * 100) / 100,
+        ...(state.tool ? { tool: state.tool } : {}),
       };
       metrics?.observeRequest(line.method, line.route, status, line.duration_ms / 1000);
       if (status >= 500) logger.error(line, 'request');

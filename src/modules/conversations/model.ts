@@ -1,10 +1,12 @@
+import { Type } from '@sinclair/typebox';
 import { t } from 'elysia';
 import { Cursor, Order, PageLimit, QueryBoolean, Timestamp } from '../../lib/schemas';
 import { ConversationId } from '../messages/model';
 
 export const Conversation = t.Object({
   id: t.String(),
-  message_count: t.Integer({
+  // TypeBox's own integer: Elysia's also admits numeric strings, which no answer contains.
+  message_count: Type.Integer({
     description: 'Messages in the conversation (archived ones only with include_archived)',
   }),
   first_message_at: t.Nullable(Timestamp),

@@ -1,0 +1,169 @@
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
+import {
+  CallToolRequestSchema,
+  type CallToolResult,
+  ListToolsRequestSchema,
+} from '@modelcontextprotocol/sdk/types.js';
+import { Elysia, t } from 'elysia';
+import type { AppDeps } from '../../deps';
+import { AppError } from '../../lib/errors';
+import { tenantAuth } from '../../plugins/auth';
+import { toAppError } from '../../plugins/errors';
+import { requestState } from '../../plugins/request-id';
+import { VERSION } from '../../version';
+import { CreateHeaders } from '../messages/model';
+import { MCP_PATH } from './path';
+import {
+  buildTools,
+  type CompiledTool,
+  checkArguments,
+  jsonSchemaOf,
+  type ToolContext,
+} from './tools';
+
+const INSTRUCTIONS =
+  'threadstore keeps conversations and their messages for the caller (one tenant, identified ' +
+  'by the API key). Store what should be remembered with add_messages, find it again with ' +
+  'search_messages (by words or meaning), page through a conversation with list_messages. ' +
+  'Errors come back as tool errors whose text is JSON with error.code (e.g. validation_failed, ' +
+  'not_found, rate_limited with details.retry_after_seconds).';
+
+/**
+ * The Model Context Protocol endpoint: MCP's Streamable HTTP transport (the official SDK's
+ * low-level Server, stateless, JSON answers), so any instance of a fleet answers any call.
+ * Authenticated by the tenant's bearer key like /v1; request ids, logs, metrics and the
+ * Idempotency-Key header apply as to any route. Each tool call spends the rate-limit budget of
+ * the HTTP route it matches (see plugins/rate-limit.ts); other MCP messages spend one read.
+ */
+export function mcpModule(deps: AppDeps) {
+  const { keys, logger } = deps;
+  const tools = buildTools(deps);
+  const byName = new Map(tools.map((tool) => [tool.name, tool]));
+  const listed = tools.map((tool) => ({
+    name: tool.name,
+    title: tool.title,
+    description: tool.description,
+    inputSchema: jsonSchemaOf(tool.input),
+    outputSchema: jsonSchemaOf(tool.output),
+    annotations: tool.annotations,
+  }));
+
+  /** A tool's outcome as MCP wants it; every failure is a tool error carrying the API's code. */
+  async function call(
+    tool: CompiledTool | undefined,
+    name: string,
+    args: unknown,
+    request: Request,
+    ctx: ToolContext,
+  ): Promise<CallToolResult> {
+    const state = requestState(request);
+    state.tool = name;
+    try {
+      if (!tool) {
+        throw new AppError(404, 'not_found', `No tool named ${name}`, {
+          tools: tools.map((x) => x.name),
+        });
+      }
+      await state.charge?.(tool.budget);
+      checkArguments(tool, args ?? {});
+      const result = (await tool.run(args ?? {}, ctx)) as Record<string, unknown>;
+      return {
+        content: [{ type: 'text', text: JSON.stringify(result) }],
+        structuredContent: result,
+      };
+    } catch (err) {
+      const appError = toAppError(undefined, err);
+      if (!appError) {
+        logger.error(
+          { request_id: state.id, tenant_id: ctx.tenantId, tool: name, err },
+          'tool failed',
+        );
+      } else if (appError.status >= 500) {
+        logger.warn({ request_id: state.id, tool: name, code: appError.code }, appError.message);
+      }
+      const final = appError ?? new AppError(500, 'internal_error', 'Internal server error');
+      const error = {
+        code: final.code,
+        message: final.message,
+        request_id: state.id,
+        ...(final.details === undefined ? {} : { details: final.details }),
+      };
+      return { isError: true, content: [{ type: 'text', text: JSON.stringify({ error }) }] };
+    }
+  }
+
+  function serverFor(request: Request, ctx: ToolContext): Server {
+    const server = new Server(
+      { name: 'threadstore', version: VERSION },
+      { capabilities: { tools: {} }, instructions: INSTRUCTIONS },
+    );
+    server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: listed }));
+    server.setRequestHandler(CallToolRequestSchema, ({ params }) =>
+      call(byName.get(params.name), params.name, params.arguments, request, ctx),
+    );
+    return server;
+  }
+
+  const notAllowed = () => {
+    throw new AppError(
+      405,
+      'method_not_allowed',
+      'The MCP endpoint is stateless: POST only',
+      undefined,
+      {
+        allow: 'POST',
+      },
+    );
+  };
+
+  return new Elysia({ name: 'mcp', detail: { tags: ['mcp'] } })
+    .use(tenantAuth(keys))
+    .post(
+      MCP_PATH,
+      async ({ request, body, tenant, headers }) => {
+        const state = requestState(request);
+        // Tool calls are charged per tool, inside the call; anything else is one read.
+        if (!callsTool(body)) await state.charge?.('read');
+        const server = serverFor(request, {
+          tenantId: tenant.id,
+          idempotencyKey: headers['idempotency-key'],
+        });
+        const transport = new WebStandardStreamableHTTPServerTransport({
+          sessionIdGenerator: undefined,
+          enableJsonResponse: true,
+        });
+        await server.connect(transport);
+        try {
+          return await transport.handleRequest(request, { parsedBody: body });
+        } finally {
+          await server.close();
+        }
+      },
+      {
+        headers: CreateHeaders,
+        // Names the media type for OpenAPI; plugins/json-body.ts parses it.
+        parse: 'application/json',
+        body: t.Unknown({ description: 'A JSON-RPC message of the Model Context Protocol' }),
+        detail: {
+          summary: 'Model Context Protocol (Streamable HTTP, stateless)',
+          description:
+            'Tools: add_messages, search_messages, list_messages, list_conversations, ' +
+            'get_message, delete_message. Each tool call spends the rate-limit budget of its ' +
+            'HTTP route (writes or reads); other messages spend one read.',
+          security: [{ tenantKey: [] }],
+        },
+      },
+    )
+    .get(MCP_PATH, notAllowed, { detail: { hide: true } })
+    .delete(MCP_PATH, notAllowed, { detail: { hide: true } });
+}
+
+/** Whether a JSON-RPC message (or batch) carries a tools/call. */
+function callsTool(body: unknown): boolean {
+  const messages = Array.isArray(body) ? body : [body];
+  return messages.some(
+    (m) =>
+      m !== null && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/call',
+  );
+}
