@@ -102,7 +102,7 @@ describe('a lost LISTEN connection', () => {
 
     const killed = await a.db.execute(
       sql`select pg_terminate_backend(pid) from pg_stat_activity
-          where application_name = 'threadstore-listen' and query ilike 'listen%'`,
+          where application_name = 'threadstore-listen'`,
     );
     // This file's two instances at least (others' too, which only costs them their caches).
     expect(rowsOf(killed).length).toBeGreaterThanOrEqual(2);
@@ -113,6 +113,28 @@ describe('a lost LISTEN connection', () => {
     expect(await status(b, other.api_key)).toBe(200);
     await a.call('POST', `/v1/admin/tenants/${other.id}/keys`, admin);
     await within(PROMPT_MS, async () => (await status(b, other.api_key)) === 401);
+  });
+
+  test('one that stops answering is noticed: cached keys are then trusted for a second', async () => {
+    const tenant = await a.tenant();
+    expect(await status(b, tenant.api_key)).toBe(200);
+    // Past the fallback bound: from here on only the listener's heartbeats vouch for the entry.
+    await Bun.sleep(UNCONFIRMED_TTL_MS + 100);
+    expect(await status(b, tenant.api_key)).toBe(200);
+    // Frozen, as a hung server or a partitioned network would leave it: the socket stays open.
+    const pids = rowsOf<{ pid: number }>(
+      await a.db.execute(
+        sql`select pid from pg_stat_activity where application_name = 'threadstore-listen'`,
+      ),
+    ).map((r) => r.pid);
+    expect(pids.length).toBeGreaterThanOrEqual(2);
+    for (const pid of pids) process.kill(pid, 'SIGSTOP');
+    try {
+      expect((await a.call('POST', `/v1/admin/tenants/${tenant.id}/keys`, admin)).status).toBe(201);
+      await within(PROMPT_MS, async () => (await status(b, tenant.api_key)) === 401);
+    } finally {
+      for (const pid of pids) process.kill(pid, 'SIGCONT');
+    }
   });
 
   test('while it is down, cached keys are trusted for at most a second', async () => {
@@ -152,7 +174,11 @@ describe('a lost LISTEN connection', () => {
         }),
       );
 
-    expect((await get('/readyz')).status).toBe(200);
+    const ready = await get('/readyz');
+    expect(ready.status).toBe(200);
+    expect(((await ready.json()) as any).checks['keys:listener'][0]).toMatchObject({
+      status: 'warn',
+    });
     const health = await get('/v1/admin/health', ADMIN_KEY);
     expect(health.status).toBe(200);
     const report = (await health.json()) as any;
@@ -164,6 +190,7 @@ describe('a lost LISTEN connection', () => {
     expect(report.output).toContain('keys:listener');
     expect(await (await get('/metrics')).text()).toContain('threadstore_key_listener_up 0');
 
+    expect((await b.call('GET', '/readyz')).json).toEqual({ status: 'ready' });
     const healthy = await b.call('GET', '/v1/admin/health', admin);
     expect(healthy.json.checks['keys:listener'][0]).toMatchObject({
       status: 'pass',
@@ -207,6 +234,7 @@ function listeningDatabase(database: DatabaseHandle): DatabaseHandle {
     ...database,
     listen(_channel, handlers) {
       handlers.onState(true);
+      handlers.onHeard(Number.POSITIVE_INFINITY);
       return { close: async () => {} };
     },
   };

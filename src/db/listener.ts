@@ -12,6 +12,11 @@ export interface ChannelHandlers {
    * it missed some when it hears `true` again.
    */
   onState(listening: boolean): void;
+  /**
+   * Every notification committed before `at` (a `Date.now()` reading) has been passed to
+   * `onNotify`. Reported when LISTEN takes effect and after each answered heartbeat.
+   */
+  onHeard(at: number): void;
 }
 
 /** Stops a subscription and closes its connection. */
@@ -23,6 +28,15 @@ export interface Subscription {
 const RETRY_MIN_MS = 100;
 /** Longest wait between attempts: while down, every change waits on the fallback bound instead. */
 const RETRY_MAX_MS = 2000;
+/**
+ * A query on the listening connection this often. PostgreSQL sends the notifications a session
+ * has pending before answering its query, so an answer proves that every change committed before
+ * the query was sent has been heard; a connection that silently stopped delivering (a network
+ * partition, a hung server) is noticed within a heartbeat instead of TCP keepalive's minutes.
+ */
+const HEARTBEAT_INTERVAL_MS = 250;
+/** A heartbeat (or LISTEN) unanswered this long: the connection is dropped and opened again. */
+const HEARTBEAT_TIMEOUT_MS = 3000;
 
 /**
  * Listens on `channel` over a PostgreSQL connection of its own, outside the request pool (and its
@@ -39,78 +53,106 @@ export function listenPostgres(
   channel: string,
   handlers: ChannelHandlers,
 ): Subscription {
-  let closed = false;
-  let listening = false;
-  let attempt: Promise<void> | null = null;
-  let retryTimer: ReturnType<typeof setTimeout> | null = null;
-  let failures = 0;
-
-  // postgres.js reads `onnotify` from its options without declaring it in its types.
-  const notifications = {
-    onnotify(name: string, payload: string) {
-      if (name === channel && !closed) handlers.onNotify(payload);
-    },
-  };
-  const conn = postgres(url, {
-    max: 1,
-    // The one connection stays open (no idle timeout by default, no lifetime): each reopening
-    // costs subscribers a flush of what they cached.
-    max_lifetime: null,
-    connect_timeout: config.DB_CONNECT_TIMEOUT_MS / 1000,
-    fetch_types: false,
-    onnotice: () => {},
-    connection: { application_name: 'threadstore-listen' },
-    ...notifications,
-    onclose() {
-      if (closed) return;
-      if (listening) {
-        listening = false;
-        logger.warn({ channel }, 'LISTEN connection lost; reconnecting');
-        handlers.onState(false);
-      }
-      schedule(RETRY_MIN_MS);
-    },
-  });
-
   const quoted = `"${channel.replace(/"/g, '""')}"`;
-  const establish = async () => {
-    try {
-      await conn.unsafe(`listen ${quoted}`);
-      if (closed) return;
-      if (failures > 0) logger.info({ channel, attempts: failures + 1 }, 'LISTEN restored');
-      failures = 0;
-      listening = true;
-      handlers.onState(true);
-    } catch (err) {
-      if (closed) return;
-      failures++;
-      // Logged once per outage, not at every attempt.
-      if (failures === 1) logger.warn({ err, channel }, 'LISTEN failed; retrying');
-      schedule(Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** failures));
-    }
-  };
+  let closed = false;
+  /** The connection of the current attempt; each attempt gets a client of its own. */
+  let current: postgres.Sql | null = null;
+  let retryTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Attempts failed since LISTEN last worked. */
+  let failures = 0;
+  let lost = false;
 
-  function schedule(delayMs: number) {
-    if (closed || retryTimer || attempt) return;
-    retryTimer = setTimeout(() => {
-      retryTimer = null;
-      attempt = establish().finally(() => {
-        attempt = null;
-      });
-    }, delayMs);
-    retryTimer.unref?.();
+  function connect() {
+    retryTimer = null;
+    if (closed) return;
+    let up = false;
+    let heartbeat: ReturnType<typeof setTimeout> | null = null;
+    // postgres.js reads `onnotify` from its options without declaring it in its types.
+    const notifications = {
+      onnotify(name: string, payload: string) {
+        if (name === channel && current === conn) handlers.onNotify(payload);
+      },
+    };
+    const conn: postgres.Sql = postgres(url, {
+      max: 1,
+      // The one connection stays open (no idle timeout by default, no lifetime): each reopening
+      // costs subscribers a flush of what they cached.
+      max_lifetime: null,
+      connect_timeout: config.DB_CONNECT_TIMEOUT_MS / 1000,
+      fetch_types: false,
+      onnotice: () => {},
+      connection: { application_name: 'threadstore-listen' },
+      ...notifications,
+      onclose: () => fail(),
+    });
+    current = conn;
+
+    /** Ends this attempt (once, whichever failure comes first) and schedules the next. */
+    const fail = (err?: unknown) => {
+      if (current !== conn) return;
+      current = null;
+      if (heartbeat) clearTimeout(heartbeat);
+      void conn.end({ timeout: 0 }).catch(() => {});
+      if (up) {
+        lost = true;
+        logger.warn({ err, channel }, 'LISTEN connection lost; reconnecting');
+        handlers.onState(false);
+      } else if (++failures === 1) {
+        // Logged once per outage, not at every attempt.
+        logger.warn({ err, channel }, 'LISTEN failed; retrying');
+      }
+      if (closed) return;
+      const delay = up ? RETRY_MIN_MS : Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** failures);
+      retryTimer = setTimeout(connect, delay);
+      retryTimer.unref?.();
+    };
+
+    const beat = async () => {
+      const sent = Date.now();
+      try {
+        await withTimeout(conn`select 1`, HEARTBEAT_TIMEOUT_MS);
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      if (current !== conn) return;
+      handlers.onHeard(sent);
+      heartbeat = setTimeout(beat, HEARTBEAT_INTERVAL_MS);
+      heartbeat.unref?.();
+    };
+
+    const sent = Date.now();
+    withTimeout(conn.unsafe(`listen ${quoted}`), HEARTBEAT_TIMEOUT_MS).then(() => {
+      if (current !== conn) return;
+      if (lost || failures > 0) logger.info({ channel, attempts: failures + 1 }, 'LISTEN restored');
+      up = true;
+      lost = false;
+      failures = 0;
+      handlers.onState(true);
+      handlers.onHeard(sent);
+      heartbeat = setTimeout(beat, HEARTBEAT_INTERVAL_MS);
+      heartbeat.unref?.();
+    }, fail);
   }
 
-  attempt = establish().finally(() => {
-    attempt = null;
-  });
+  connect();
 
   return {
     async close() {
       closed = true;
       if (retryTimer) clearTimeout(retryTimer);
-      await attempt?.catch(() => {});
-      await conn.end({ timeout: 1 });
+      const conn = current;
+      current = null;
+      await conn?.end({ timeout: 1 });
     },
   };
+}
+
+/** Rejects when `p` has not settled within `ms`. */
+function withTimeout<T>(p: PromiseLike<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

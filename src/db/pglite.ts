@@ -77,9 +77,10 @@ export async function openPglite(dataDir: string, logger: Logger): Promise<Datab
     // PGlite serialises queries itself over its one connection.
     poolStats: () => ({ max: 1, inUse: 0, waiting: 0 }),
     // Every change to the data comes from this process (the lock above), which drops what it
-    // cached itself; there is nobody else to hear from.
+    // cached itself: there is nobody else to hear from, so everything is heard, for good.
     listen(_channel, handlers) {
       handlers.onState(true);
+      handlers.onHeard(Number.POSITIVE_INFINITY);
       return { close: async () => {} };
     },
     async close() {

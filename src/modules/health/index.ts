@@ -1,3 +1,4 @@
+import type { Static } from '@sinclair/typebox';
 import { Elysia, t } from 'elysia';
 import { migrationsApplied } from '../../db/migrate';
 import type { AppDeps } from '../../deps';
@@ -5,7 +6,9 @@ import { AppError } from '../../lib/errors';
 import { bearerToken, safeEqual } from '../../lib/keys';
 import { ErrorResponse } from '../../lib/schemas';
 import { HealthCheck } from './model';
-import { DATABASE_TIMEOUT_MS, redisCheck, withTimeout } from './service';
+import { DATABASE_TIMEOUT_MS, listenerCheck, redisCheck, withTimeout } from './service';
+
+type Check = Static<typeof HealthCheck>;
 
 /** Retry-After of a readiness 503 while the database does not answer. */
 const DATABASE_RETRY_AFTER_SECONDS = '2';
@@ -17,7 +20,14 @@ const NOT_READY_RETRY_AFTER_SECONDS = '5';
  * endpoint (behind METRICS_TOKEN when set), outside /v1. The detailed health report is an admin
  * route: see modules/admin.
  */
-export function healthModule({ database, lifecycle, metrics, config, rateLimitStore }: AppDeps) {
+export function healthModule({
+  database,
+  lifecycle,
+  metrics,
+  config,
+  rateLimitStore,
+  keys,
+}: AppDeps) {
   return new Elysia({ name: 'health', detail: { tags: ['probes'] } })
     .get('/livez', () => ({ status: 'ok' as const }), {
       response: { 200: t.Object({ status: t.Literal('ok') }) },
@@ -54,15 +64,19 @@ export function healthModule({ database, lifecycle, metrics, config, rateLimitSt
             'retry-after': NOT_READY_RETRY_AFTER_SECONDS,
           });
         }
-        // Redis trouble is reported, never a reason to leave the rotation: requests are still
-        // served (or refused) per RATE_LIMIT_ON_STORE_ERROR. Its error text is for the admin
-        // health report only.
+        // Degraded components are reported, never a reason to leave the rotation. Redis: requests
+        // are still served (or refused) per RATE_LIMIT_ON_STORE_ERROR. The key listener: keys
+        // still work, revocations by other instances take up to a second.
+        const checks: { redis?: Check[]; 'keys:listener'?: Check[] } = {};
         const redis = rateLimitStore ? redisCheck(rateLimitStore) : null;
         if (redis && redis.status !== 'pass') {
-          const { componentType, status, time } = redis;
-          const reading = { componentType, status, time, output: 'rate-limit store failing' };
-          return { status: 'ready' as const, checks: { redis: [reading] } };
+          checks.redis = [brief(redis, 'rate-limit store failing')];
         }
+        const listener = listenerCheck(keys);
+        if (listener.status !== 'pass') {
+          checks['keys:listener'] = [brief(listener, 'key changes of other instances unheard')];
+        }
+        if (checks.redis || checks['keys:listener']) return { status: 'ready' as const, checks };
         return { status: 'ready' as const };
       },
       {
@@ -71,7 +85,10 @@ export function healthModule({ database, lifecycle, metrics, config, rateLimitSt
             status: t.Literal('ready'),
             checks: t.Optional(
               t.Object(
-                { redis: t.Array(HealthCheck) },
+                {
+                  redis: t.Optional(t.Array(HealthCheck)),
+                  'keys:listener': t.Optional(t.Array(HealthCheck)),
+                },
                 { description: 'Present when a component is degraded but not failing readiness' },
               ),
             ),
@@ -81,8 +98,9 @@ export function healthModule({ database, lifecycle, metrics, config, rateLimitSt
         detail: {
           summary: 'Not shutting down, the database answers and migrations are applied',
           description:
-            'A failing Redis (REDIS_URL) does not fail readiness: the answer stays 200 and lists ' +
-            'the `redis` check as `warn`.',
+            'A failing Redis (REDIS_URL) or a lost LISTEN connection (key changes of other ' +
+            'instances) does not fail readiness: the answer stays 200 and lists the `redis` or ' +
+            '`keys:listener` check as `warn`.',
         },
       },
     )
@@ -107,6 +125,11 @@ export function healthModule({ database, lifecycle, metrics, config, rateLimitSt
         },
       },
     );
+}
+
+/** A reading without its details: error texts are for the admin health report only. */
+function brief({ componentType, status, time }: Check, output: string): Check {
+  return { componentType, status, time, output };
 }
 
 /** Checks the scrape token in constant time; with no token configured the endpoint is open. */

@@ -192,24 +192,26 @@ async function retentionCheck(
 }
 
 /**
- * The LISTEN connection that brings key changes from other instances. Down is `warn`, never
- * `fail`: keys still work, cached ones are only trusted for UNCONFIRMED_TTL_MS meanwhile.
+ * The LISTEN connection that brings key changes from other instances. Down or silent is `warn`,
+ * never `fail`: keys still work, cached ones are only trusted for UNCONFIRMED_TTL_MS meanwhile.
  */
-function listenerCheck(keys: KeyResolver): Check {
-  const { listening, since } = keys.listenerState();
+export function listenerCheck(keys: KeyResolver): Check {
+  const { listening, since, heardAt } = keys.listenerState();
+  const silentMs = Math.max(0, Math.round(Date.now() - heardAt));
+  const problem = !listening
+    ? `${since ? 'disconnected' : 'not connected yet'}: key changes of other instances go unheard`
+    : silentMs >= UNCONFIRMED_TTL_MS
+      ? `no heartbeat answered for ${silentMs} ms`
+      : null;
   return {
     componentType: 'component',
     observedValue: listening,
-    status: listening ? 'pass' : 'warn',
+    status: problem ? 'warn' : 'pass',
     time: now(),
     ...(since ? { since: since.toISOString() } : {}),
-    ...(listening
-      ? {}
-      : {
-          output:
-            `${since ? 'disconnected' : 'not connected yet'}: key changes of other instances ` +
-            `go unheard, cached keys are trusted for ${UNCONFIRMED_TTL_MS} ms`,
-        }),
+    ...(problem
+      ? { output: `${problem}; cached keys are trusted for ${UNCONFIRMED_TTL_MS} ms` }
+      : {}),
   };
 }
 

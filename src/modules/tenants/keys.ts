@@ -61,20 +61,24 @@ export interface ListenerState {
   listening: boolean;
   /** When it last came up or went down (null: not connected yet). */
   since: Date | null;
+  /** Every change committed before this time has been heard (ms since the epoch). */
+  heardAt: number;
 }
 
 /**
  * Looks up the tenant of an API key by its hash, with an in-process cache of AUTH_CACHE_TTL_MS.
  * Rotation, disabling and deletion call `forgetTenant` in the process that handles them and
  * notify KEYS_CHANNEL in their transaction; every process listens (`follow`) and forgets that
- * tenant as the notification arrives. While the LISTEN connection is down, entries are trusted
- * for UNCONFIRMED_TTL_MS at most, and when it comes back the whole cache is dropped, as
- * notifications sent meanwhile are lost.
+ * tenant as the notification arrives. An entry is trusted for AUTH_CACHE_TTL_MS only while the
+ * listener confirms it has heard everything up to less than UNCONFIRMED_TTL_MS ago; otherwise
+ * (connection down, or silent) for UNCONFIRMED_TTL_MS after it was read. When the connection
+ * comes back the whole cache is dropped, as notifications sent meanwhile are lost.
  */
 export class KeyResolver {
   private readonly cache = new Map<string, CacheEntry>();
   private listening = false;
   private since: Date | null = null;
+  private heardAt = Number.NEGATIVE_INFINITY;
   /**
    * Counts invalidations. A lookup that began before one may have read the old rows: its
    * result is returned but not cached.
@@ -96,11 +100,14 @@ export class KeyResolver {
         this.listening = listening;
         this.since = new Date();
       },
+      onHeard: (at) => {
+        this.heardAt = Math.max(this.heardAt, at);
+      },
     });
   }
 
   listenerState(): ListenerState {
-    return { listening: this.listening, since: this.since };
+    return { listening: this.listening, since: this.since, heardAt: this.heardAt };
   }
 
   /** Keys held in the cache (some possibly expired and not yet dropped). */
@@ -168,8 +175,12 @@ export class KeyResolver {
     this.cache.clear();
   }
 
+  /**
+   * A change committed at T was either heard (T before heardAt) or is trusted away by
+   * max(entry.at, heardAt) + UNCONFIRMED_TTL_MS, which is at most T + UNCONFIRMED_TTL_MS.
+   */
   private fresh(entry: CacheEntry, now: number): boolean {
     if (entry.until <= now) return false;
-    return this.listening || now - entry.at < UNCONFIRMED_TTL_MS;
+    return now - Math.max(entry.at, this.heardAt) < UNCONFIRMED_TTL_MS;
   }
 }
