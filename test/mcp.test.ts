@@ -168,6 +168,8 @@ describe('MCP tools', () => {
         { query: 'x', created_after: '2024-02-30T00:00:00Z' },
         'validation_failed',
       ],
+      // This app has no embeddings configured.
+      ['search_messages', { query: 'x', mode: 'semantic' }, 'semantic_search_disabled'],
       ['delete_message', { id: crypto.randomUUID() }, 'not_found'],
       ['no_such_tool', {}, 'not_found'],
     ];
