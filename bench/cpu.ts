@@ -9,12 +9,12 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import {
-  api,
   BUN,
   cleanup,
   createTenant,
   ensureBinary,
   load,
+  seedListConversation,
   type ServerProcess,
   startBaseline,
   startInfrastructure,
@@ -94,23 +94,7 @@ try {
     fromSource ? [BUN, 'src/index.ts', 'serve'] : undefined,
   );
   const tenant = await createTenant(ts.base, 'cpu');
-  for (let i = 0; i < 10; i++) {
-    await api(
-      ts.base,
-      'POST',
-      '/v1/messages/batch',
-      tenant.api_key,
-      {
-        messages: Array.from({ length: 100 }, (_, j) => ({
-          conversation_id: 'list',
-          role: 'user',
-          content: `message ${i * 100 + j} `.repeat(8),
-          metadata: { n: i * 100 + j },
-        })),
-      },
-      201,
-    );
-  }
+  await seedListConversation(ts.base, tenant);
   await sql`analyze messages, message_search`;
   const baseline = await startBaseline(pg.url, { [tenant.api_key]: tenant.id }, false);
   const headers = { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' };

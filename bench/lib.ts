@@ -241,6 +241,27 @@ export function createTenant(base: string, name: string): Promise<Tenant> {
   return api<Tenant>(base, 'POST', '/v1/admin/tenants', ADMIN_KEY, { name }, 201);
 }
 
+/** 1,000 messages in one conversation of `tenant` ('list'), for the list scenarios. */
+export async function seedListConversation(base: string, tenant: Tenant): Promise<void> {
+  for (let i = 0; i < 10; i++) {
+    await api(
+      base,
+      'POST',
+      '/v1/messages/batch',
+      tenant.api_key,
+      {
+        messages: Array.from({ length: 100 }, (_, j) => ({
+          conversation_id: 'list',
+          role: 'user',
+          content: `message ${i * 100 + j} `.repeat(8),
+          metadata: { n: i * 100 + j },
+        })),
+      },
+      201,
+    );
+  }
+}
+
 /** One autocannon run against `server`, with a progress line and the server's peak RSS. */
 export async function load(
   server: ServerProcess,

@@ -3,11 +3,11 @@
 // Usage: bun bench/profile.ts <create|list> [seconds]   (profile lands in bench/results/profile/)
 import { join } from 'node:path';
 import {
-  api,
   BUN,
   cleanup,
   createTenant,
   load,
+  seedListConversation,
   ROOT,
   startInfrastructure,
   startThreadstore,
@@ -28,22 +28,7 @@ try {
   ]);
   const tenant = await createTenant(server.base, 'profile');
   const headers = { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' };
-  for (let i = 0; i < 10; i++) {
-    await api(
-      server.base,
-      'POST',
-      '/v1/messages/batch',
-      tenant.api_key,
-      {
-        messages: Array.from({ length: 100 }, (_, j) => ({
-          conversation_id: 'list',
-          role: 'user',
-          content: `message ${i * 100 + j} `.repeat(8),
-        })),
-      },
-      201,
-    );
-  }
+  await seedListConversation(server.base, tenant);
   const opts =
     scenario === 'create'
       ? {

@@ -10,7 +10,7 @@ import { listConversations } from '../conversations/service';
 import { storeMessages } from '../messages/idempotency';
 import { ConversationId, MESSAGE_LIMITS, messageModels } from '../messages/model';
 import { deleteMessage, getMessage, listMessages } from '../messages/service';
-import { SEARCH_LIMITS, SearchRequest, searchModels } from '../search/model';
+import { SEARCH_LIMITS, SearchRequest, searchInputOf, searchModels } from '../search/model';
 import { searchMessages } from '../search/service';
 
 /** What a tool call knows about the HTTP request that carried it. */
@@ -126,16 +126,7 @@ export function buildTools({ db, cursors, config, search, embedder }: AppDeps): 
       output: s.SearchResponse,
       annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true },
       run: (args, ctx) =>
-        searchMessages({ db, search, embedder }, ctx.tenantId, {
-          query: args.query,
-          mode: args.mode ?? 'hybrid',
-          limit: args.limit ?? SEARCH_LIMITS.limitDefault,
-          includeArchived: args.include_archived ?? false,
-          conversationId: args.conversation_id,
-          createdAfter: args.created_after,
-          createdBefore: args.created_before,
-          metadata: args.metadata,
-        }),
+        searchMessages({ db, search, embedder }, ctx.tenantId, searchInputOf(args)),
     }),
     tool({
       name: 'list_messages',

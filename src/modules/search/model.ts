@@ -1,7 +1,8 @@
-import { Type } from '@sinclair/typebox';
+import { type Static, Type } from '@sinclair/typebox';
 import { t } from 'elysia';
 import { DateTimeInput } from '../../lib/schemas';
 import { ConversationId, MESSAGE_LIMITS, type MessageModels } from '../messages/model';
+import type { SearchInput } from './service';
 
 /** Limits and defaults of a search request; the schema and the service both read them. */
 export const SEARCH_LIMITS = {
@@ -76,6 +77,20 @@ export const SearchRequest = t.Object(
   },
   { additionalProperties: false },
 );
+
+/** A search request with its defaults applied, as the service takes it. */
+export function searchInputOf(body: Static<typeof SearchRequest>): SearchInput {
+  return {
+    query: body.query,
+    mode: body.mode ?? 'hybrid',
+    limit: body.limit ?? SEARCH_LIMITS.limitDefault,
+    includeArchived: body.include_archived ?? false,
+    conversationId: body.conversation_id,
+    createdAfter: body.created_after,
+    createdBefore: body.created_before,
+    metadata: body.metadata,
+  };
+}
 
 /** Response schemas; they embed the message schema, which is built at start-up. */
 export function searchModels(messageModels: MessageModels) {
