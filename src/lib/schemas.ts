@@ -47,8 +47,16 @@ export const Cursor = t.String({ minLength: 1, maxLength: 1024, description: 'Op
 export const PageLimit = (max: number, dflt: number) =>
   t.Integer({ minimum: 1, maximum: max, default: dflt, description: `1 to ${max}` });
 
-/** Error responses every authenticated route can give, for the OpenAPI document. */
-export const commonErrors = {
+/** Statuses of the error responses every authenticated route can give. */
+type CommonErrorStatus = 400 | 401 | 403 | 413 | 415 | 422 | 500 | 503;
+
+/**
+ * Error responses every authenticated route can give, for the OpenAPI document and typed
+ * clients. The annotation keeps the status keys numeric when routes spread this object: the
+ * spread of an object literal turns them into strings ("400"), and then Eden Treaty cannot
+ * type a route's `error` (it came out as `unknown`).
+ */
+export const commonErrors: Record<CommonErrorStatus, typeof ErrorResponse> = {
   400: ErrorResponse,
   401: ErrorResponse,
   403: ErrorResponse,
@@ -57,4 +65,4 @@ export const commonErrors = {
   422: ErrorResponse,
   500: ErrorResponse,
   503: ErrorResponse,
-} as const;
+};
