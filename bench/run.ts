@@ -2,7 +2,8 @@
 // zero-loss and rate-limit accounting, paired rounds against the framework-free baseline, and
 // what each piece of middleware costs. Results: bench/results/<date>-<commit>.json, a Markdown
 // table on stdout and an SVG chart beside the JSON.
-// Usage: bun run bench [--quick] [--rounds N] [--middleware|--no-middleware] [--rebuild]
+// Usage: bun run bench [--quick] [--ratios-only] [--rounds N] [--middleware|--no-middleware]
+//   [--rebuild]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -38,9 +39,12 @@ const flag = (name: string) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
+// Only the paired rounds against the baseline (and the middleware with --middleware): for
+// checking what a change does to the ratios, in minutes; writes no results file.
+const ratiosOnly = args.includes('--ratios-only');
 // Switching middleware off takes a few minutes more: on by default in the full run only.
 const withMiddleware =
-  args.includes('--middleware') || (!quick && !args.includes('--no-middleware'));
+  args.includes('--middleware') || (!quick && !ratiosOnly && !args.includes('--no-middleware'));
 const ROUNDS = Number(flag('--rounds') ?? 5);
 const DURATION_S = quick ? 5 : 10;
 const RATIO_DURATION_S = quick ? 4 : 8;
@@ -147,7 +151,7 @@ try {
       requests: [{ setupRequest: (r) => ({ ...r, body: searchBody(mode) }) }],
     });
 
-  for (const connections of LEVELS) {
+  for (const connections of ratiosOnly ? [] : LEVELS) {
     process.stderr.write(`\nscenarios at ${connections} connections\n`);
     const key = main.api_key;
     const scenarioRuns = [
@@ -206,7 +210,7 @@ try {
     );
   }
 
-  await rateLimitAccuracy(ts);
+  if (!ratiosOnly) await rateLimitAccuracy(ts);
   const ratios = await baselineRounds(ts, main, listPath);
   const middleware = withMiddleware ? await middlewareCosts(ts, main, listPath) : [];
 
@@ -223,13 +227,16 @@ try {
     checks,
     passed: checks.every((c) => c.ok),
   };
-  const dir = join(ROOT, 'bench', 'results');
-  mkdirSync(dir, { recursive: true });
-  const file = join(dir, `${results.date.slice(0, 10)}-${results.commit}${quick ? '-quick' : ''}`);
-  writeFileSync(`${file}.json`, `${JSON.stringify(results, null, 2)}\n`);
-  writeFileSync(`${file}.svg`, renderSvg(results));
   console.log(renderMarkdown(results));
-  process.stderr.write(`\nresults: ${file}.json\nchart:   ${file}.svg\n`);
+  if (!ratiosOnly) {
+    const dir = join(ROOT, 'bench', 'results');
+    mkdirSync(dir, { recursive: true });
+    const name = `${results.date.slice(0, 10)}-${results.commit}${quick ? '-quick' : ''}`;
+    const file = join(dir, name);
+    writeFileSync(`${file}.json`, `${JSON.stringify(results, null, 2)}\n`);
+    writeFileSync(`${file}.svg`, renderSvg(results));
+    process.stderr.write(`\nresults: ${file}.json\nchart:   ${file}.svg\n`);
+  }
   if (!results.passed) process.exitCode = 1;
 } finally {
   await sql.end();
