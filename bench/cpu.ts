@@ -2,8 +2,9 @@
 // and the baseline on the create and list scenarios. Throughput on a machine whose cores are
 // shared by all three is bounded by their sum, so this says where a ratio is lost, and stays
 // meaningful when the machine's speed drifts between rounds.
-// Usage: bun bench/cpu.ts [requests] [--source] [--only threadstore] [NAME=value …]
-// --source runs src/index.ts instead of dist/; NAME=value sets threadstore's configuration
+// Usage: bun bench/cpu.ts [create|list] [requests] [--source] [--only] [NAME=value …]
+// --only skips the baseline; --source runs src/index.ts instead of dist/;
+// NAME=value sets threadstore's configuration
 // (e.g. LOG_LEVEL=silent), to measure what one piece costs.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -135,7 +136,8 @@ try {
         `${per(treeCpu(postmaster) - before.pg)} | ${per(selfCpu() - before.client)} |`,
     );
   };
-  for (const name of ['create', 'list'] as const) {
+  const only = args.find((a) => a === 'create' || a === 'list');
+  for (const name of only ? [only] : (['create', 'list'] as const)) {
     await measure(ts, name);
     if (!onlyThreadstore) await measure(baseline, name);
   }

@@ -23,13 +23,18 @@ export function messagesModule({ db, cursors, keys, config, search }: AppDeps) {
   // The index trigger queues new messages for embedding only when semantic search is on.
   const embeddingStatus = search.semantic ? 'pending' : 'disabled';
   const m = messageModels(config.MAX_CONTENT_CHARS);
-  /** What both create routes pass on about the request, for idempotency and indexing. */
+  /**
+   * What both create routes pass on about the request, for idempotency and indexing. The
+   * handlers destructure what they use: Elysia reads a handler's parameters to decide what to
+   * prepare per request, and a context passed on whole had it parse cookies and the query too.
+   */
   const writeOptions = (
-    ctx: { headers: { 'idempotency-key'?: string }; request: Request; route: string },
+    key: string | undefined,
+    route: string,
     body: unknown,
   ): IdempotencyOptions => ({
-    key: ctx.headers['idempotency-key'],
-    route: `${ctx.request.method} ${ctx.route}`,
+    key,
+    route: `POST ${route}`,
     body,
     ttlSeconds: config.IDEMPOTENCY_TTL_SECONDS,
     embeddingStatus,
@@ -38,9 +43,8 @@ export function messagesModule({ db, cursors, keys, config, search }: AppDeps) {
     .use(tenantAuth(keys))
     .post(
       '',
-      async (ctx) => {
-        const { tenant, body, set } = ctx;
-        const options = writeOptions(ctx, body);
+      async ({ tenant, body, set, headers, route }) => {
+        const options = writeOptions(headers['idempotency-key'], route, body);
         const result = await storeMessages(db, tenant.id, [body], ([m]) => m!, options);
         return reply(set, result);
       },
@@ -55,9 +59,8 @@ export function messagesModule({ db, cursors, keys, config, search }: AppDeps) {
     )
     .post(
       '/batch',
-      async (ctx) => {
-        const { tenant, body, set } = ctx;
-        const options = writeOptions(ctx, body);
+      async ({ tenant, body, set, headers, route }) => {
+        const options = writeOptions(headers['idempotency-key'], route, body);
         const result = await storeMessages(
           db,
           tenant.id,
