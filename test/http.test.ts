@@ -87,6 +87,7 @@ describe('OpenAPI document', () => {
       ['post', '/v1/admin/tenants/{id}/keys'],
       ['get', '/livez'],
       ['get', '/readyz'],
+      ['post', '/mcp'],
     ];
     for (const [method, path] of expected) {
       const op = paths[path]?.[method];
@@ -94,8 +95,16 @@ describe('OpenAPI document', () => {
       expect(Object.keys(op!.responses).length).toBeGreaterThan(0);
     }
     expect(Object.keys(paths['/v1/messages']!.post!.responses)).toEqual(
-      expect.arrayContaining(['201', '401', '413', '415', '422']),
+      expect.arrayContaining(['201', '401', '413', '415', '422', '429']),
     );
+    // Every tenant route is rate-limited, and says so.
+    for (const [method, path] of expected.filter(([, p]) => p.startsWith('/v1/'))) {
+      expect({ method, path, has429: '429' in paths[path]![method]!.responses }).toEqual({
+        method,
+        path,
+        has429: true,
+      });
+    }
     // Request bodies are documented as JSON with their schema.
     for (const [method, path] of [
       ['post', '/v1/messages'],

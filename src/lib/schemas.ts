@@ -48,7 +48,7 @@ export const PageLimit = (max: number, dflt: number) =>
   t.Integer({ minimum: 1, maximum: max, default: dflt, description: `1 to ${max}` });
 
 /** Statuses of the error responses every authenticated route can give. */
-type CommonErrorStatus = 400 | 401 | 403 | 413 | 415 | 422 | 500 | 503;
+type CommonErrorStatus = 400 | 401 | 403 | 413 | 415 | 422 | 429 | 500 | 503;
 
 /**
  * Error responses every authenticated route can give, for the OpenAPI document and typed
@@ -63,6 +63,8 @@ export const commonErrors: Record<CommonErrorStatus, typeof ErrorResponse> = {
   413: ErrorResponse,
   415: ErrorResponse,
   422: ErrorResponse,
+  // Every route is counted against a rate-limit budget.
+  429: ErrorResponse,
   500: ErrorResponse,
   503: ErrorResponse,
 };

@@ -8,6 +8,7 @@ import {
 import { Elysia, t } from 'elysia';
 import type { AppDeps } from '../../deps';
 import { AppError } from '../../lib/errors';
+import { commonErrors } from '../../lib/schemas';
 import { tenantAuth } from '../../plugins/auth';
 import { toAppError } from '../../plugins/errors';
 import { requestState } from '../../plugins/request-id';
@@ -145,6 +146,11 @@ export function mcpModule(deps: AppDeps) {
         // Names the media type for OpenAPI; plugins/json-body.ts parses it.
         parse: 'application/json',
         body: t.Unknown({ description: 'A JSON-RPC message of the Model Context Protocol' }),
+        response: {
+          200: t.Unknown({ description: 'The JSON-RPC response' }),
+          202: t.Void({ description: 'A notification or response, accepted' }),
+          ...commonErrors,
+        },
         detail: {
           summary: 'Model Context Protocol (Streamable HTTP, stateless)',
           description:
