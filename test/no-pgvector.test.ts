@@ -52,6 +52,15 @@ test('starts without pgvector, serves full-text search, refuses semantic with a 
   });
   expect(semantic.status).toBe(422);
   expect(semantic.json.error.code).toBe('semantic_search_disabled');
+  // The admin embedding routes answer the same code with the same status.
+  for (const path of ['/v1/admin/embeddings/reindex', '/v1/admin/embeddings/retry']) {
+    const admin = await t.call('POST', path, { key: ADMIN_KEY });
+    expect({ path, status: admin.status, code: admin.json.error.code }).toEqual({
+      path,
+      status: 422,
+      code: 'semantic_search_disabled',
+    });
+  }
   const health = await t.call('GET', '/v1/admin/health', { key: ADMIN_KEY });
   expect(health.json.checks.embeddings[0]).toMatchObject({ status: 'warn' });
   expect(health.json.checks.embeddings[0].output).toContain('pgvector is not installed');

@@ -18,8 +18,7 @@ const ERROR_STATUSES: Record<string, number[]> = {
   payload_too_large: [413],
   unsupported_media_type: [415],
   validation_failed: [422],
-  // 422 from search, 409 from the admin embedding routes.
-  semantic_search_disabled: [409, 422],
+  semantic_search_disabled: [422],
 };
 
 /** Refusals the body parser makes before authentication runs. */

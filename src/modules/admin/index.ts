@@ -79,10 +79,11 @@ export function adminModule(deps: AppDeps) {
     );
 }
 
+/** 422 as from search: one error code, one status. */
 function requireSemantic({ search }: AppDeps): void {
   if (!search.semantic) {
     throw new AppError(
-      409,
+      422,
       'semantic_search_disabled',
       `Semantic search is unavailable: ${search.semanticReason}`,
     );
