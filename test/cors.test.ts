@@ -32,7 +32,7 @@ describe('preflight', () => {
     expect(res.headers.get('access-control-allow-origin')).toBe(ALLOWED);
     expect(res.headers.get('access-control-allow-credentials')).toBe('true');
     expect(res.headers.get('access-control-allow-headers')).toBe(
-      'Authorization, Content-Type, X-Request-Id, Idempotency-Key',
+      'Authorization, Content-Type, X-Request-Id, Idempotency-Key, Mcp-Protocol-Version',
     );
     expect(res.headers.get('access-control-allow-methods')).toContain('PATCH');
     expect(res.headers.get('access-control-max-age')).toBe('321');

@@ -1,8 +1,14 @@
 import { cors as elysiaCors } from '@elysiajs/cors';
 import { Elysia } from 'elysia';
 
-/** Request headers a browser may send cross-origin. */
-const ALLOWED_HEADERS = ['Authorization', 'Content-Type', 'X-Request-Id', 'Idempotency-Key'];
+/** Request headers a browser may send cross-origin (MCP clients add their protocol version). */
+const ALLOWED_HEADERS = [
+  'Authorization',
+  'Content-Type',
+  'X-Request-Id',
+  'Idempotency-Key',
+  'Mcp-Protocol-Version',
+];
 /** Response headers a browser script may read: ids, rate-limit state, retry hints. */
 const EXPOSED_HEADERS = [
   'X-Request-Id',
