@@ -180,10 +180,16 @@ describe('wrong types are rejected, never coerced', () => {
 });
 
 describe('hostile strings', () => {
-  test('NUL characters are refused wherever they appear', async () => {
-    await refused(422, 'validation_failed', { body: { ...base, content: 'a\u0000b' } });
-    await refused(422, 'validation_failed', { body: { ...base, metadata: { 'k\u0000': 1 } } });
-    await refused(422, 'validation_failed', { body: { ...base, metadata: { k: ['\u0000'] } } });
+  test('NUL characters are refused wherever they appear, with where', async () => {
+    const cases: [unknown, string][] = [
+      [{ ...base, content: 'a\u0000b' }, '/content'],
+      [{ ...base, metadata: { 'k\u0000': 1 } }, '/metadata/k\u0000'],
+      [{ ...base, metadata: { k: ['ok', '\u0000'] } }, '/metadata/k/1'],
+    ];
+    for (const [body, path] of cases) {
+      const res = await refused(422, 'validation_failed', { body });
+      expect(res.json.error.details).toEqual({ path });
+    }
   });
 
   test('lone surrogates are refused', async () => {

@@ -35,7 +35,7 @@ export function jsonBody(maxBytes: number) {
       }
       // MCP answers a tool's bad arguments as a tool error, not as an HTTP error: it checks
       // the strings of the arguments itself (checkJsonStrings), and only the nesting here.
-      checkStrings(value, 0, () => '', pathOf(request.url) !== MCP_PATH);
+      checkStrings(value, pathOf(request.url) !== MCP_PATH);
       return value;
     },
   );
@@ -52,6 +52,7 @@ const tooLarge = (maxBytes: number) =>
  */
 function isJsonUtf8(header: string | null): boolean {
   if (!header) return false;
+  if (header === 'application/json') return true;
   const [type, ...params] = header.split(';');
   if (type!.trim().toLowerCase() !== 'application/json') return false;
   return params.every((param) => {
@@ -102,41 +103,65 @@ async function readStream(body: ReadableStream<Uint8Array>, maxBytes: number) {
   return Buffer.concat(chunks);
 }
 
-/**
- * Refuses NUL and lone surrogates anywhere in the value (keys included), and nesting deeper
- * than MAX_JSON_DEPTH. The JSON Pointer of the offending value is only built on failure.
- */
 /** Throws 422 for a string PostgreSQL cannot store or that is not well-formed Unicode. */
 export function checkJsonStrings(value: unknown): void {
-  checkStrings(value, 0, () => '', true);
+  checkStrings(value, true);
 }
 
-function checkStrings(value: unknown, depth: number, at: () => string, strings: boolean): void {
+/**
+ * Refuses NUL and lone surrogates anywhere in the value (keys included) when `strings`, and
+ * nesting deeper than MAX_JSON_DEPTH. The walk allocates nothing while all is well; the JSON
+ * Pointer of the offending value is put together only on the way back from a failure.
+ */
+function checkStrings(value: unknown, strings: boolean): void {
+  const problem = findProblem(value, 0, strings);
+  if (!problem) return;
+  const path = problem.path
+    .reverse()
+    .map((p) => `/${p}`)
+    .join('');
+  throw validationFailed(problem.message, { path });
+}
+
+interface Problem {
+  message: string;
+  /** Path segments, innermost first. */
+  path: (string | number)[];
+}
+
+function findProblem(value: unknown, depth: number, strings: boolean): Problem | null {
   if (depth > MAX_JSON_DEPTH) {
-    throw validationFailed(`JSON nesting deeper than ${MAX_JSON_DEPTH} levels`, { path: at() });
+    return { message: `JSON nesting deeper than ${MAX_JSON_DEPTH} levels`, path: [] };
   }
-  if (typeof value === 'string') {
-    if (strings) checkString(value, at);
-  } else if (Array.isArray(value)) {
+  if (typeof value === 'string') return strings ? stringProblem(value) : null;
+  if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      checkStrings(value[i], depth + 1, () => `${at()}/${i}`, strings);
+      const inner = findProblem(value[i], depth + 1, strings);
+      if (inner) {
+        inner.path.push(i);
+        return inner;
+      }
     }
   } else if (value !== null && typeof value === 'object') {
     for (const key in value) {
-      const child = () => `${at()}/${key}`;
-      if (strings) checkString(key, child);
-      checkStrings((value as Record<string, unknown>)[key], depth + 1, child, strings);
+      const inner =
+        (strings ? stringProblem(key) : null) ??
+        findProblem((value as Record<string, unknown>)[key], depth + 1, strings);
+      if (inner) {
+        inner.path.push(key);
+        return inner;
+      }
     }
   }
+  return null;
 }
 
-function checkString(s: string, at: () => string): void {
+function stringProblem(s: string): Problem | null {
   if (s.includes('\u0000')) {
-    throw validationFailed('Strings may not contain NUL (\\u0000) characters', { path: at() });
+    return { message: 'Strings may not contain NUL (\\u0000) characters', path: [] };
   }
   if (!s.isWellFormed()) {
-    throw validationFailed('Strings must be well-formed Unicode (no lone surrogates)', {
-      path: at(),
-    });
+    return { message: 'Strings must be well-formed Unicode (no lone surrogates)', path: [] };
   }
+  return null;
 }
