@@ -10,8 +10,8 @@ interface DriverClient {
  * One statement with positional parameters ($1, $2, …), sent straight to the driver of `db`
  * (a database or a transaction of either driver), rows returned as the driver decodes them.
  * For the hottest statements: drizzle's `sql` builder and its execute path cost more server CPU
- * than the driver's own work (a single-message insert: 0.16–0.24 ms through drizzle against
- * 0.11–0.15 ms straight to postgres.js, 32 concurrent writers). With postgres.js the
+ * than the driver's own work (a single-message insert: 0.16–0.29 ms through drizzle against
+ * 0.11–0.17 ms straight to postgres.js, 32 concurrent writers). With postgres.js the
  * statement is prepared once per connection unless `prepare` is false (for statement texts
  * with many shapes, such as batch inserts).
  */

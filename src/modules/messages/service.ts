@@ -1,15 +1,8 @@
-import { and, eq, type SQL, sql } from 'drizzle-orm';
-import type { AnyPgColumn } from 'drizzle-orm/pg-core';
-import {
-  type EmbeddingStatus,
-  type MessageRole,
-  type MessageRow,
-  messageSearch,
-  messages,
-} from '../../db/schema';
+import { and, eq } from 'drizzle-orm';
+import { type EmbeddingStatus, type MessageRole, type MessageRow, messages } from '../../db/schema';
 import { errorCodeOf, FOREIGN_KEY_VIOLATION } from '../../db/errors';
 import type { Database } from '../../db/types';
-import type { CursorCodec } from '../../lib/cursor';
+import type { CursorCodec, CursorPosition } from '../../lib/cursor';
 import { notFound, validationFailed } from '../../lib/errors';
 import { parseRequestTime } from '../../lib/time';
 import { type KeysetPage, pageOf } from '../../lib/keyset';
@@ -68,45 +61,12 @@ export function toMessageView(row: MessageRow, embedding: EmbeddingInfo): Messag
   };
 }
 
-/** A timestamp as the API writes it (what `Date#toISOString` gives), computed by PostgreSQL. */
-export function isoTime(column: AnyPgColumn): SQL<string> {
-  return sql<string>`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
-}
-
 /**
- * The columns of a message with its search row, selected straight into the view's shape:
- * no Date objects and no second object per row. On a page of 50 the mapping from table
- * columns to the view cost about as much CPU as the query itself.
- */
-export const messageView = {
-  id: messages.id,
-  conversation_id: messages.conversationId,
-  role: messages.role,
-  content: messages.content,
-  name: messages.name,
-  tool_call_id: messages.toolCallId,
-  tool_calls: messages.toolCalls,
-  metadata: messages.metadata,
-  created_at: isoTime(messages.createdAt),
-  archived: messages.archived,
-  archived_at: sql<string | null>`${isoTime(messages.archivedAt)}`,
-  // A message always has its search row (a trigger inserts it); 'disabled' covers the gap.
-  embedding_status: sql<EmbeddingStatus>`coalesce(${messageSearch.embeddingStatus}, 'disabled')`,
-  embedding_error: messageSearch.embeddingError,
-};
-
-/** Messages in the view's shape, each with its search row. */
-export function selectViews(db: Database) {
-  return db
-    .select(messageView)
-    .from(messages)
-    .leftJoin(messageSearch, eq(messageSearch.messageId, messages.id));
-}
-
-/**
- * The same view as plain SQL, for list and get: rows come from the driver already in the view's
- * shape. Drizzle's select mapped each column of each row through its own decoder, which on a
- * page of 50 cost the server as much CPU as decoding the rows.
+ * A message with its search row, selected straight into the view's shape (times written by
+ * PostgreSQL as `Date#toISOString` writes them), for list, get and export: rows come from the
+ * driver as they are answered. Drizzle's select mapped each column of each row through its own
+ * decoder, which on a page of 50 cost the server as much CPU as decoding the rows. A message
+ * always has its search row (a trigger inserts it); 'disabled' covers the gap.
  */
 const VIEW_FROM = `select m.id, m.conversation_id, m.role, m.content, m.name,
     m.tool_call_id, m.tool_calls, m.metadata,
@@ -149,8 +109,7 @@ export function prepareMessages(
  * Each conversation row is inserted only if absent, in a CTE, so concurrent writers to one
  * conversation never queue on a row lock; the foreign key check at the end of the statement
  * sees the rows the CTE inserted. Conversations this process stored messages in lately skip
- * the CTE (it was a fifth of the database's CPU per create); a deleted one fails the foreign
- * key check and is created again by the retry.
+ * the CTE; a deleted one fails the foreign key check and is created again by the retry.
  */
 export async function createMessages(
   db: Database,
@@ -220,7 +179,8 @@ export async function insertMessages(
 /**
  * One statement, sent straight to the driver: drizzle's insert builder spent more CPU building
  * this statement and mapping its RETURNING rows than the rest of the request, and its `sql`
- * template still cost a third of a create's server CPU. Nothing is returned: every column's
+ * template and execute path still cost 0.05–0.1 ms of server CPU per create (see db/raw.ts).
+ * Nothing is returned: every column's
  * value is known here (ids and times are assigned before the insert).
  */
 async function insertRows(
@@ -373,24 +333,49 @@ export async function listMessages(
     scope: `messages|${q.conversationId ?? '*'}|${q.page.order}|${q.includeArchived}`,
   };
   const after = page.cursor ? cursors.decode(tenantId, page.scope, page.cursor) : undefined;
-  const params: unknown[] = [tenantId];
-  const at = (value: unknown) => `$${params.push(value)}`;
-  let where = 'm.tenant_id = $1::uuid';
-  if (q.conversationId !== undefined) where += ` and m.conversation_id = ${at(q.conversationId)}`;
-  if (!q.includeArchived) where += ' and not m.archived';
-  const asc = page.order === 'asc';
-  if (after) {
-    where += ` and (m.created_at, m.id) ${asc ? '>' : '<'} (${at(after.k)}::timestamptz, ${at(after.i)}::uuid)`;
-  }
-  const order = asc ? 'm.created_at, m.id' : 'm.created_at desc, m.id desc';
-  const rows = await rawQuery<MessageView>(
-    db,
-    `${VIEW_FROM} where ${where} order by ${order} limit ${at(page.limit + 1)}`,
-    params,
-  );
+  const rows = await messagesPage(db, tenantId, {
+    conversationId: q.conversationId,
+    includeArchived: q.includeArchived,
+    after,
+    order: page.order,
+    limit: page.limit + 1,
+  });
   const { items, nextCursor } = pageOf(rows, page, tenantId, cursors, (r) => ({
     k: r.created_at,
     i: r.id,
   }));
   return { messages: items, next_cursor: nextCursor };
+}
+
+/**
+ * Up to `limit` of a tenant's messages (of one conversation, when given) in time order, strictly
+ * after `after`: one keyset range of ix_messages_conversation or ix_messages_tenant_created,
+ * never OFFSET. For list pages and the export.
+ */
+export async function messagesPage(
+  db: Database,
+  tenantId: string,
+  q: {
+    conversationId?: string;
+    includeArchived: boolean;
+    after?: CursorPosition;
+    order: 'asc' | 'desc';
+    limit: number;
+  },
+): Promise<MessageView[]> {
+  const params: unknown[] = [tenantId];
+  const at = (value: unknown) => `$${params.push(value)}`;
+  let where = 'm.tenant_id = $1::uuid';
+  if (q.conversationId !== undefined) where += ` and m.conversation_id = ${at(q.conversationId)}`;
+  if (!q.includeArchived) where += ' and not m.archived';
+  const asc = q.order === 'asc';
+  if (q.after) {
+    where += ` and (m.created_at, m.id) ${asc ? '>' : '<'} (${at(q.after.k)}::timestamptz, ${at(q.after.i)}::uuid)`;
+  }
+  const order = asc ? 'm.created_at, m.id' : 'm.created_at desc, m.id desc';
+  return rawQuery<MessageView>(
+    db,
+    `${VIEW_FROM} where ${where} order by ${order} limit ${at(q.limit)}`,
+    params,
+  );
 }

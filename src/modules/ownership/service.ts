@@ -1,11 +1,10 @@
 import { and, asc, eq, gt, sql } from 'drizzle-orm';
 import { rowsOf } from '../../db/migrate';
-import { apiKeys, conversations, messages, tenants } from '../../db/schema';
+import { apiKeys, conversations, tenants } from '../../db/schema';
 import type { Database } from '../../db/types';
 import type { CursorPosition } from '../../lib/cursor';
 import { notFound } from '../../lib/errors';
-import { afterPosition } from '../../lib/keyset';
-import { selectViews } from '../messages/service';
+import { messagesPage } from '../messages/service';
 import { notifyKeyChange } from '../tenants/keys';
 import { getTenant } from '../tenants/service';
 
@@ -61,21 +60,12 @@ async function* exportLines(db: Database, tenantId: string, head: object) {
   for (;;) {
     // Keyset over ix_messages_tenant_created (a row comparison, which the index can range-scan):
     // every chunk is one index range, never OFFSET.
-    const rows = await selectViews(db)
-      .where(
-        and(
-          eq(messages.tenantId, tenantId),
-          afterPosition(
-            messages.createdAt,
-            messages.id,
-            after,
-            'asc',
-            (k) => sql`${k}::timestamptz`,
-          ),
-        ),
-      )
-      .orderBy(asc(messages.createdAt), asc(messages.id))
-      .limit(EXPORT_CHUNK_ROWS);
+    const rows = await messagesPage(db, tenantId, {
+      includeArchived: true,
+      after,
+      order: 'asc',
+      limit: EXPORT_CHUNK_ROWS,
+    });
     for (const r of rows) {
       yield line({ type: 'message', ...r });
     }
