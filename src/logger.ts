@@ -40,11 +40,11 @@ export const LOG_FLUSH_INTERVAL_MS = 200;
 const LOG_BUFFER_BYTES = 8 * 1024;
 
 /**
- * Log lines on stdout, gathered into writes of 8 kB and flushed at least every 200 ms
- * and when the process exits. One write per line cost a system call per request: under load
- * that was a quarter of a create's CPU on the server. pino's worker-thread transports do not
- * work inside a compiled binary, so the buffering is sonic-boom's, on this thread. A process
- * killed outright (SIGKILL, out of memory) loses at most the last 200 ms of lines.
+ * Log lines on stdout, gathered into writes of 8 kB and flushed at least every 200 ms and when
+ * the process exits, instead of one write system call per request line. pino's worker-thread
+ * transports do not work inside a compiled binary, so the buffering is sonic-boom's, on this
+ * thread. A process killed outright (SIGKILL, out of memory) loses at most the last 200 ms of
+ * lines.
  */
 export function bufferedStdout(): pino.DestinationStream {
   const stream = pino.destination({ dest: 1, sync: false, minLength: LOG_BUFFER_BYTES });

@@ -2,7 +2,7 @@ import { Elysia, ParseError, ValidationError } from 'elysia';
 import { mapDatabaseError } from '../db/errors';
 import { AppError, type ErrorCode } from '../lib/errors';
 import type { Logger } from '../logger';
-import { requestState } from './request-id';
+import { type RequestState, requestState } from './request-id';
 
 /**
  * 5xx codes whose source logs them itself, rate-limited: one line per request during an outage
@@ -25,23 +25,7 @@ export function errors(logger: Logger) {
     { as: 'global' },
     function renderError({ code, error, request, set }) {
       const state = requestState(request);
-      const appError = toAppError(code, error);
-      if (!appError) {
-        logger.error(
-          { request_id: state.id, tenant_id: state.tenantId, err: error },
-          'unhandled error',
-        );
-      } else if (appError.status >= 500 && !LOGGED_AT_SOURCE.has(appError.code)) {
-        logger.warn(
-          { request_id: state.id, code: appError.code, err: causeOf(error) },
-          appError.message,
-        );
-      }
-      const final = appError ?? new AppError(500, 'internal_error', 'Internal server error');
-      const body: ErrorBody = {
-        error: { code: final.code, message: final.message, request_id: state.id },
-      };
-      if (final.details !== undefined) body.error.details = final.details;
+      const { error: final, body } = describeError(code, error, state, logger);
       set.status = final.status;
       const headers: Record<string, string> = {
         'content-type': 'application/json; charset=utf-8',
@@ -54,6 +38,37 @@ export function errors(logger: Logger) {
       return new Response(JSON.stringify(body), { status: final.status, headers });
     },
   );
+}
+
+/**
+ * A thrown value as the API shows it, logged as it deserves: an unexpected error with its stack
+ * (and shown only as `internal_error`), a 5xx as a warning unless its source logs it. For the
+ * HTTP error handler and for MCP tool errors alike.
+ */
+export function describeError(
+  code: unknown,
+  error: unknown,
+  state: RequestState,
+  logger: Logger,
+): { error: AppError; body: ErrorBody } {
+  const appError = toAppError(code, error);
+  if (!appError) {
+    logger.error(
+      { request_id: state.id, tenant_id: state.tenantId, tool: state.tool, err: error },
+      'unhandled error',
+    );
+  } else if (appError.status >= 500 && !LOGGED_AT_SOURCE.has(appError.code)) {
+    logger.warn(
+      { request_id: state.id, tool: state.tool, code: appError.code, err: causeOf(error) },
+      appError.message,
+    );
+  }
+  const final = appError ?? new AppError(500, 'internal_error', 'Internal server error');
+  const body: ErrorBody = {
+    error: { code: final.code, message: final.message, request_id: state.id },
+  };
+  if (final.details !== undefined) body.error.details = final.details;
+  return { error: final, body };
 }
 
 /** Maps a thrown value to an AppError, or null when it is unexpected (a bug: a 500). */

@@ -10,7 +10,7 @@ import type { AppDeps } from '../../deps';
 import { AppError } from '../../lib/errors';
 import { commonErrors } from '../../lib/schemas';
 import { tenantAuth } from '../../plugins/auth';
-import { toAppError } from '../../plugins/errors';
+import { describeError } from '../../plugins/errors';
 import { requestState } from '../../plugins/request-id';
 import { VERSION } from '../../version';
 import { CreateHeaders } from '../messages/model';
@@ -74,23 +74,8 @@ export function mcpModule(deps: AppDeps) {
         structuredContent: result,
       };
     } catch (err) {
-      const appError = toAppError(undefined, err);
-      if (!appError) {
-        logger.error(
-          { request_id: state.id, tenant_id: ctx.tenantId, tool: name, err },
-          'tool failed',
-        );
-      } else if (appError.status >= 500) {
-        logger.warn({ request_id: state.id, tool: name, code: appError.code }, appError.message);
-      }
-      const final = appError ?? new AppError(500, 'internal_error', 'Internal server error');
-      const error = {
-        code: final.code,
-        message: final.message,
-        request_id: state.id,
-        ...(final.details === undefined ? {} : { details: final.details }),
-      };
-      return { isError: true, content: [{ type: 'text', text: JSON.stringify({ error }) }] };
+      const { body } = describeError(undefined, err, state, logger);
+      return { isError: true, content: [{ type: 'text', text: JSON.stringify(body) }] };
     }
   }
 
