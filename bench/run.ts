@@ -26,6 +26,7 @@ import {
 } from './lib';
 import { renderMarkdown, renderSvg } from './report';
 import {
+  type Corpus,
   embeddingBacklogDrained,
   middlewareVariants,
   mixedRequests,
@@ -212,7 +213,7 @@ try {
 
   if (!ratiosOnly) await rateLimitAccuracy(ts);
   const ratios = await baselineRounds(ts, main, listPath);
-  const middleware = withMiddleware ? await middlewareCosts(ts, main, listPath) : [];
+  const middleware = withMiddleware ? await middlewareCosts(ts, corpus, listPath) : [];
 
   const results: BenchResults = {
     version: 1,
@@ -383,29 +384,32 @@ async function baselineRounds(
 /** Each piece of middleware off through configuration, paired with threadstore as shipped. */
 async function middlewareCosts(
   ts: ServerProcess,
-  tenant: Tenant,
+  corpus: Corpus,
   listPath: string,
 ): Promise<MiddlewareCost[]> {
+  const tenant = corpus.tenant;
   const rounds = Math.max(3, Math.floor(ROUNDS / 2) + 1);
   const headers = { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' };
   const costs: MiddlewareCost[] = [];
   for (const variant of middlewareVariants) {
     process.stderr.write(`\nmiddleware: ${variant.name} (${variant.description})\n`);
     const off = await startThreadstore(pg.url, embeddings, variant.env, variant.name);
-    for (const scenario of ['create', 'list'] as const) {
+    for (const scenario of variant.scenarios ?? (['create', 'list'] as const)) {
       const opts = (s: ServerProcess): autocannon.Options =>
-        scenario === 'create'
-          ? {
-              url: `${s.base}/v1/messages`,
-              method: 'POST',
-              headers,
-              body: JSON.stringify({
-                conversation_id: 'middleware',
-                role: 'user',
-                content: 'hello '.repeat(20),
-              }),
-            }
-          : { url: `${s.base}${listPath}`, headers };
+        scenario === 'mixed 80/20'
+          ? { url: s.base, headers, requests: mixedRequests(corpus, () => {}) }
+          : scenario === 'create'
+            ? {
+                url: `${s.base}/v1/messages`,
+                method: 'POST',
+                headers,
+                body: JSON.stringify({
+                  conversation_id: 'middleware',
+                  role: 'user',
+                  content: 'hello '.repeat(20),
+                }),
+              }
+            : { url: `${s.base}${listPath}`, headers };
       const gains: number[] = [];
       const p99s: number[] = [];
       for (let round = 0; round < rounds; round++) {

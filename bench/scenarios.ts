@@ -98,6 +98,8 @@ export interface MiddlewareVariant {
   name: string;
   description: string;
   env: Record<string, string>;
+  /** Scenarios paired with threadstore as shipped; create and list unless given. */
+  scenarios?: ('create' | 'list' | 'mixed 80/20')[];
 }
 
 /** One piece at a time, switched off through configuration; everything else as shipped. */
@@ -116,6 +118,14 @@ export const middlewareVariants: MiddlewareVariant[] = [
     name: 'no metrics',
     description: 'REQUEST_METRICS=false: no per-request histogram or counters',
     env: { REQUEST_METRICS: 'false' },
+  },
+  {
+    name: 'no pipelining',
+    description: 'DB_PIPELINE_DEPTH=1: one query at a time on each database connection',
+    env: { DB_PIPELINE_DEPTH: '1' },
+    // Pipelined queries wait behind slower ones on their connection: the mixed workload's
+    // searches show what that does to the tail.
+    scenarios: ['create', 'list', 'mixed 80/20'],
   },
   {
     name: 'no key cache',

@@ -11,6 +11,11 @@ const ConfigSchema = T.Object({
   DATABASE_URL: T.Optional(T.String({ pattern: '^postgres(ql)?://' })),
   /** Maximum number of pooled PostgreSQL connections per process. */
   DB_POOL_MAX: T.Integer({ minimum: 1, maximum: 1000, default: 10 }),
+  /**
+   * Queries sent on one pooled connection before the first is answered (pipelining). More share
+   * each database wake-up; a query may then wait behind those ahead of it. 1 sends one at a time.
+   */
+  DB_PIPELINE_DEPTH: T.Integer({ minimum: 1, maximum: 100, default: 4 }),
   /** How long to wait for a new PostgreSQL connection before answering 503. */
   DB_CONNECT_TIMEOUT_MS: T.Integer({ minimum: 100, default: 3000 }),
   /**

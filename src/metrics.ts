@@ -98,6 +98,11 @@ export function createMetrics(database: DatabaseHandle) {
     'Queries waiting for a database connection',
     (s) => s.waiting,
   );
+  pool(
+    'threadstore_db_queries_in_flight',
+    'Queries sent to the database and not yet answered, pipelined ones included',
+    (s) => s.inFlight,
+  );
   const retentionArchived = new Counter({
     name: 'threadstore_retention_archived_total',
     help: 'Messages archived by the retention job',

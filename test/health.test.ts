@@ -147,7 +147,7 @@ describe('when its database hangs', () => {
   test('warns when queries are waiting for a connection', async () => {
     const busy = {
       ...t.database,
-      poolStats: () => ({ max: 2, inUse: 2, waiting: 3 }),
+      poolStats: () => ({ max: 2, inUse: 2, waiting: 3, inFlight: 4 }),
     } satisfies DatabaseHandle;
     const report = await healthReport({ ...t.deps, database: busy, startedAt: new Date() });
     expect(report.status).toBe('warn');

@@ -63,9 +63,10 @@ describe('request timeout', () => {
 });
 
 describe('pool exhaustion', () => {
-  test('requests beyond the pool wait at most DB_POOL_ACQUIRE_TIMEOUT_MS, then get 503 database_busy', async () => {
+  test('requests beyond the pool and its pipelines wait at most DB_POOL_ACQUIRE_TIMEOUT_MS, then get 503 database_busy', async () => {
     const t = await buildTestApp({
       DB_POOL_MAX: '2',
+      DB_PIPELINE_DEPTH: '2',
       DB_POOL_ACQUIRE_TIMEOUT_MS: '300',
       REQUEST_TIMEOUT_MS: '5000',
     });
@@ -74,22 +75,23 @@ describe('pool exhaustion', () => {
       const results = await whileLocked(
         () =>
           Promise.all(
-            Array.from({ length: 5 }, (_, i) =>
+            Array.from({ length: 7 }, (_, i) =>
               t.call('POST', '/v1/messages', { key: api_key, body: message(`p${i}`) }),
             ),
           ),
         1000,
       );
       const statuses = results.map((r) => r.status).sort();
-      // Two held the connections and finished once the lock went; the rest were shed.
-      expect(statuses).toEqual([201, 201, 503, 503, 503]);
+      // Two connections took two writes each and finished them once the lock went; the rest
+      // were shed.
+      expect(statuses).toEqual([201, 201, 201, 201, 503, 503, 503]);
       for (const r of results.filter((x) => x.status === 503)) {
         expect(r.json.error.code).toBe('database_busy');
         expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(0);
       }
       // Recovered: the pool serves again.
       expect((await t.call('GET', '/v1/messages', { key: api_key })).status).toBe(200);
-      expect(t.database.poolStats()).toEqual({ max: 2, inUse: 0, waiting: 0 });
+      expect(t.database.poolStats()).toEqual({ max: 2, inUse: 0, waiting: 0, inFlight: 0 });
     } finally {
       await t.close();
     }

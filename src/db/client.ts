@@ -47,7 +47,11 @@ function openPostgres(config: Config, url: string, logger: Logger): DatabaseHand
       statement_timeout: config.DB_STATEMENT_TIMEOUT_MS,
     },
   });
-  const gate = new PoolGate(config.DB_POOL_MAX, config.DB_POOL_ACQUIRE_TIMEOUT_MS);
+  const gate = new PoolGate(
+    config.DB_POOL_MAX,
+    config.DB_POOL_ACQUIRE_TIMEOUT_MS,
+    config.DB_PIPELINE_DEPTH,
+  );
   const gated = gatedClient(sql, gate);
   const db = drizzle(gated, { schema }) as unknown as Database;
   const subscriptions = new Set<Subscription>();

@@ -7,6 +7,9 @@ import { type PostgresCluster, startPostgres } from '../support/postgres';
 import { ADMIN_KEY, createTenant, faultBinary, inspector, send, startServer } from './support';
 
 const POOL_MAX = 3;
+/** Writes each connection takes at once (pipelined). */
+const DEPTH = 2;
+const HELD = POOL_MAX * DEPTH;
 const ACQUIRE_TIMEOUT_MS = 500;
 /** Scheduling slack on a busy 2-core machine on top of the acquire timeout. */
 const SLACK_MS = 1500;
@@ -19,6 +22,7 @@ beforeAll(async () => {
   [cluster] = await Promise.all([startPostgres(), faultBinary()]);
   server = await startServer(cluster.url, {
     DB_POOL_MAX: String(POOL_MAX),
+    DB_PIPELINE_DEPTH: String(DEPTH),
     DB_POOL_ACQUIRE_TIMEOUT_MS: String(ACQUIRE_TIMEOUT_MS),
     REQUEST_TIMEOUT_MS: '10000',
     // Keys stay cached, so that requests need a connection for their own work only.
@@ -38,7 +42,7 @@ const message = (content: string) => ({ conversation_id: 'pool', role: 'user', c
 async function poolGauges(): Promise<Record<string, number>> {
   const text = await (await fetch(server.url('/metrics'))).text();
   const gauges: Record<string, number> = {};
-  for (const m of text.matchAll(/^threadstore_db_pool_(\w+) (\d+)$/gm))
+  for (const m of text.matchAll(/^threadstore_db_(?:pool_)?(\w+) (\d+)$/gm))
     gauges[m[1]!] = Number(m[2]);
   return gauges;
 }
@@ -58,17 +62,18 @@ describe('database pool exhausted', () => {
     try {
       await blocker`begin`;
       await blocker`lock table messages in access exclusive mode`;
-      // These take every connection and wait on the lock.
+      // These take every connection, two deep, and wait on the lock.
       held = Promise.all(
-        Array.from({ length: POOL_MAX }, (_, i) =>
+        Array.from({ length: HELD }, (_, i) =>
           send(server, 'POST', '/v1/messages', tenant.key, message(`held ${i}`)),
         ),
       );
       const deadline = performance.now() + 10_000;
-      while ((await poolGauges()).in_use !== POOL_MAX) {
+      while ((await poolGauges()).queries_in_flight !== HELD) {
         if (performance.now() > deadline) throw new Error('the pool never filled up');
         await Bun.sleep(20);
       }
+      expect((await poolGauges()).in_use).toBe(POOL_MAX);
 
       // Writes, reads and the readiness probe all need a connection; none hangs.
       const shed = await Promise.all([
@@ -116,7 +121,7 @@ describe('database pool exhausted', () => {
 
     // Once the lock goes, the held writes complete and the pool serves everyone again.
     const finished = await held;
-    expect(finished.map((r) => r.status)).toEqual(Array(POOL_MAX).fill(201));
+    expect(finished.map((r) => r.status)).toEqual(Array(HELD).fill(201));
     const after = await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
         send(server, 'POST', '/v1/messages', tenant.key, message(`after ${i}`)),
@@ -124,14 +129,19 @@ describe('database pool exhausted', () => {
     );
     expect(after.map((r) => r.status)).toEqual(Array(20).fill(201));
     expect((await send(server, 'GET', '/readyz', '')).status).toBe(200);
-    expect(await poolGauges()).toMatchObject({ max: POOL_MAX, in_use: 0, waiting: 0 });
+    expect(await poolGauges()).toMatchObject({
+      max: POOL_MAX,
+      in_use: 0,
+      waiting: 0,
+      queries_in_flight: 0,
+    });
 
     // Shed writes were never stored; held and later ones were.
     const rows = await sql<{ content: string }[]>`
       select content from messages where tenant_id = ${tenant.id}`;
     const contents = rows.map((r) => r.content);
     expect(contents.filter((c) => c.startsWith('shed'))).toEqual([]);
-    expect(contents.filter((c) => c.startsWith('held')).length).toBe(POOL_MAX);
+    expect(contents.filter((c) => c.startsWith('held')).length).toBe(HELD);
     expect(contents.filter((c) => c.startsWith('after')).length).toBe(20);
   }, 60_000);
 });
