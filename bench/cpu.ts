@@ -2,8 +2,10 @@
 // and the baseline on the create and list scenarios. Throughput on a machine whose cores are
 // shared by all three is bounded by their sum, so this says where a ratio is lost, and stays
 // meaningful when the machine's speed drifts between rounds.
-// Usage: bun bench/cpu.ts [create|list] [requests] [--source] [--only] [NAME=value …]
-// --only skips the baseline; --source runs src/index.ts instead of dist/;
+// Usage: bun bench/cpu.ts [create|list] [requests] [--source] [--only] [--embeddings] [NAME=value …]
+// --only skips the baseline; --source runs src/index.ts instead of dist/; --embeddings runs
+// threadstore with the local embeddings API, as the paired rounds do (its worker then embeds
+// every message written, the baseline's too; the API's own process is not counted);
 // NAME=value sets threadstore's configuration
 // (e.g. LOG_LEVEL=silent), to measure what one piece costs.
 import { readdirSync, readFileSync } from 'node:fs';
@@ -26,6 +28,7 @@ const args = process.argv.slice(2);
 const amount = Number(args.find((a) => /^\d+$/.test(a)) ?? 10_000);
 const fromSource = args.includes('--source');
 const onlyThreadstore = args.includes('--only');
+const withEmbeddings = args.includes('--embeddings');
 const overrides = Object.fromEntries(
   args
     .filter((a) => /^[A-Z_]+=/.test(a))
@@ -83,13 +86,13 @@ function selfCpu(): number {
 }
 
 if (!fromSource) ensureBinary();
-const { pg } = await startInfrastructure();
+const { pg, embeddings } = await startInfrastructure();
 const postmaster = Number.parseInt(readFileSync(join(pg.dataDir, 'postmaster.pid'), 'utf8'), 10);
 const sql = postgres(pg.url, { max: 2, onnotice: () => {} });
 try {
   const ts = await startThreadstore(
     pg.url,
-    null,
+    withEmbeddings ? embeddings : null,
     overrides,
     'threadstore',
     fromSource ? [BUN, 'src/index.ts', 'serve'] : undefined,
@@ -97,7 +100,7 @@ try {
   const tenant = await createTenant(ts.base, 'cpu');
   await seedListConversation(ts.base, tenant);
   await sql`analyze messages, message_search`;
-  const baseline = await startBaseline(pg.url, { [tenant.api_key]: tenant.id }, false);
+  const baseline = await startBaseline(pg.url, { [tenant.api_key]: tenant.id }, withEmbeddings);
   const headers = { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' };
   const scenarios = {
     create: {

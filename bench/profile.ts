@@ -1,6 +1,8 @@
 // CPU profile of threadstore (from source) under one scenario's load, as Markdown from Bun's
 // profiler: where the server's time goes, function by function.
-// Usage: bun bench/profile.ts <create|list> [seconds]   (profile lands in bench/results/profile/)
+// Usage: bun bench/profile.ts <create|list> [seconds] [--embeddings]
+// (profile lands in bench/results/profile/; --embeddings runs the embedding worker, as the
+// paired rounds do)
 import { join } from 'node:path';
 import {
   BUN,
@@ -14,18 +16,25 @@ import {
 } from './lib';
 
 const scenario = process.argv[2] ?? 'list';
-const seconds = Number(process.argv[3] ?? 10);
+const seconds = Number(process.argv.slice(3).find((a) => /^\d+$/.test(a)) ?? 10);
+const withEmbeddings = process.argv.includes('--embeddings');
 const dir = join(ROOT, 'bench', 'results', 'profile');
-const { pg } = await startInfrastructure();
+const { pg, embeddings } = await startInfrastructure();
 try {
-  const server = await startThreadstore(pg.url, null, {}, 'threadstore', [
-    BUN,
-    '--cpu-prof-md',
-    `--cpu-prof-dir=${dir}`,
-    `--cpu-prof-name=${scenario}.md`,
-    'src/index.ts',
-    'serve',
-  ]);
+  const server = await startThreadstore(
+    pg.url,
+    withEmbeddings ? embeddings : null,
+    {},
+    'threadstore',
+    [
+      BUN,
+      '--cpu-prof-md',
+      `--cpu-prof-dir=${dir}`,
+      `--cpu-prof-name=${scenario}.md`,
+      'src/index.ts',
+      'serve',
+    ],
+  );
   const tenant = await createTenant(server.base, 'profile');
   const headers = { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' };
   await seedListConversation(server.base, tenant);

@@ -49,6 +49,7 @@ const withMiddleware =
 const ROUNDS = Number(flag('--rounds') ?? 5);
 const DURATION_S = quick ? 5 : 10;
 const RATIO_DURATION_S = quick ? 4 : 8;
+const WARM_UP_S = 3;
 const LEVELS = quick ? [128] : [128, 256];
 const CREATES = quick ? 4_000 : 10_000;
 const BATCHES = quick ? 400 : 1_000;
@@ -300,7 +301,14 @@ async function baselineRounds(
   tenant: Tenant,
   listPath: string,
 ): Promise<Ratio[]> {
-  const baseline = await startBaseline(pg.url, { [tenant.api_key]: tenant.id }, true);
+  // Creates go to a tenant of their own, so that the hundreds of thousands of messages they
+  // add do not weigh on the main tenant's reads in the middleware rounds that follow.
+  const writer = await createTenant(ts.base, 'paired rounds');
+  const baseline = await startBaseline(
+    pg.url,
+    { [tenant.api_key]: tenant.id, [writer.api_key]: writer.id },
+    true,
+  );
   process.stderr.write(`\n${ROUNDS} paired rounds against the baseline at 128 connections\n`);
   // One conversation for every create: the worst case for per-conversation bookkeeping.
   const conversation = 'ratio-create';
@@ -308,7 +316,7 @@ async function baselineRounds(
     ts.base,
     'POST',
     '/v1/messages',
-    tenant.api_key,
+    writer.api_key,
     {
       conversation_id: conversation,
       role: 'user',
@@ -316,12 +324,15 @@ async function baselineRounds(
     },
     201,
   );
-  const headers = { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' };
+  const headers = (key: string) => ({
+    authorization: `Bearer ${key}`,
+    'content-type': 'application/json',
+  });
   const scenarios = {
     create: (s: ServerProcess): autocannon.Options => ({
       url: `${s.base}/v1/messages`,
       method: 'POST',
-      headers,
+      headers: headers(writer.api_key),
       body: JSON.stringify({
         conversation_id: conversation,
         role: 'user',
@@ -330,12 +341,21 @@ async function baselineRounds(
     }),
     'list 50': (s: ServerProcess): autocannon.Options => ({
       url: `${s.base}${listPath}`,
-      headers,
+      headers: headers(tenant.api_key),
     }),
   };
   const ratios: Ratio[] = [];
   for (const [scenario, opts] of Object.entries(scenarios)) {
     const rounds: Ratio['rounds'] = [];
+    // Both servers compile their hot paths before anything is counted: the ratio is of
+    // steady states, not of how fast each warms up.
+    for (const server of [ts, baseline]) {
+      await load(
+        server,
+        { scenario: `${scenario} warm-up` },
+        { ...opts(server), connections: 128, duration: WARM_UP_S },
+      );
+    }
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 === 0 ? [ts, baseline] : [baseline, ts];
       const got: Record<string, Run> = {};
@@ -387,9 +407,14 @@ async function middlewareCosts(
   corpus: Corpus,
   listPath: string,
 ): Promise<MiddlewareCost[]> {
-  const tenant = corpus.tenant;
   const rounds = Math.max(3, Math.floor(ROUNDS / 2) + 1);
-  const headers = { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' };
+  const headers = (key: string) => ({
+    authorization: `Bearer ${key}`,
+    'content-type': 'application/json',
+  });
+  const reader = corpus.tenant;
+  // As in the paired rounds, creates go to a tenant of their own.
+  const writer = await createTenant(ts.base, 'middleware rounds');
   const costs: MiddlewareCost[] = [];
   for (const variant of middlewareVariants) {
     process.stderr.write(`\nmiddleware: ${variant.name} (${variant.description})\n`);
@@ -397,19 +422,31 @@ async function middlewareCosts(
     for (const scenario of variant.scenarios ?? (['create', 'list'] as const)) {
       const opts = (s: ServerProcess): autocannon.Options =>
         scenario === 'mixed 80/20'
-          ? { url: s.base, headers, requests: mixedRequests(corpus, () => {}) }
+          ? {
+              url: s.base,
+              headers: headers(reader.api_key),
+              requests: mixedRequests(corpus, () => {}),
+            }
           : scenario === 'create'
             ? {
                 url: `${s.base}/v1/messages`,
                 method: 'POST',
-                headers,
+                headers: headers(writer.api_key),
                 body: JSON.stringify({
                   conversation_id: 'middleware',
                   role: 'user',
                   content: 'hello '.repeat(20),
                 }),
               }
-            : { url: `${s.base}${listPath}`, headers };
+            : { url: `${s.base}${listPath}`, headers: headers(reader.api_key) };
+      // The variant's server has just started: both warm up first, as in the paired rounds.
+      for (const server of [ts, off]) {
+        await load(
+          server,
+          { scenario: `${scenario} warm-up` },
+          { ...opts(server), connections: 128, duration: WARM_UP_S },
+        );
+      }
       const gains: number[] = [];
       const p99s: number[] = [];
       for (let round = 0; round < rounds; round++) {

@@ -28,8 +28,12 @@ export interface PoolStats {
  * wake-up. With one query per connection, a create cost PostgreSQL 0.48 ms of CPU and the server
  * 0.39 ms; with four, 0.35 and 0.28 (`bun bench/cpu.ts create`, 128 connections, pool of 20).
  * The price is that a pipelined query waits for those ahead of it on its connection rather than
- * for the first connection to free. A transaction holds its connection alone, so it takes a
- * whole connection's room (`depth` permits).
+ * for the first connection to free: postgres.js gives a new query to an idle connection when
+ * there is one, otherwise to the next busy one, a slow statement's included. Its own limit per
+ * connection (`max_pipeline`) stays at its default of 100: set lower, a transaction's BEGIN
+ * sent to a connection at the limit never takes the connection (postgres.js skips its
+ * `onexecute`), and the transaction fails. A transaction holds its connection alone, so it
+ * takes a whole connection's room (`depth` permits) here.
  */
 export class PoolGate {
   private used = 0;
