@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import { clientIp, parseTrustProxy } from '../src/lib/client-ip';
 import { ADMIN_KEY, buildTestApp, type TestApp } from './support/app';
+import { expectBudgetHeld } from './support/rate-limit';
 
 const apps: TestApp[] = [];
 async function appWith(env: Record<string, string>) {
@@ -23,17 +24,7 @@ describe('write budget', () => {
         t.call('POST', '/v1/messages', { key: api_key, body: message }),
       ),
     );
-    const ok = results.filter((r) => r.status === 201);
-    const limited = results.filter((r) => r.status === 429);
-    expect(ok.length).toBe(100);
-    expect(limited.length).toBe(200);
-    for (const r of limited) {
-      expect(r.json.error.code).toBe('rate_limited');
-      const retryAfter = Number(r.headers.get('retry-after'));
-      expect(retryAfter).toBeGreaterThan(0);
-      expect(retryAfter).toBeLessThanOrEqual(60);
-      expect(r.headers.get('ratelimit-remaining')).toBe('0');
-    }
+    expectBudgetHeld(results, 100);
     const list = await t.call('GET', '/v1/messages?limit=200', { key: api_key });
     expect(list.json.messages.length).toBe(100);
   });

@@ -2,11 +2,11 @@
 // the compiled binary, its environment, and a closed-loop write load that records the outcome of
 // every request, so a test can check afterwards what the service promised against what it stored.
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { buildBinary, ServerProcess } from '../support/binary';
+import { freePort } from '../support/net';
 
 export const ADMIN_KEY = 'fault-admin-key-0123456789';
 /** A client gives up on a request after this long and records it as hung. */
@@ -31,18 +31,6 @@ export function tempDir(label: string): string {
   const dir = mkdtempSync(join(tmpdir(), `threadstore-faults-${label}-`));
   process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   return dir;
-}
-
-/** A TCP port that was free a moment ago. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
 }
 
 /**

@@ -3,10 +3,10 @@
 // can kill a server without disturbing anyone else.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
+import { freePort } from './net';
 
 export interface PostgresCluster {
   url: string;
@@ -161,19 +161,6 @@ function makeTempDir(): string {
   throw new Error(
     `no temp directory writable by the ${RUN_AS_USER} user (tried ${bases.join(', ')})`,
   );
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error('could not pick a free port'))));
-    });
-  });
 }
 
 function readPostmasterPid(dataDir: string): number | null {

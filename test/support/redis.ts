@@ -7,6 +7,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Subprocess } from 'bun';
+import { freePort } from './net';
 
 /** How to get redis-server onto this machine (what .ci/run does). */
 export const REDIS_INSTALL = 'sudo apt-get install -y redis-server';
@@ -41,19 +42,6 @@ function installExitHandler(): void {
   exitHandlerInstalled = true;
   process.on('exit', () => {
     for (const proc of live) proc.kill('SIGKILL');
-  });
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error('could not pick a free port'))));
-    });
   });
 }
 
