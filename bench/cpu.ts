@@ -15,6 +15,7 @@ import {
   BUN,
   cleanup,
   createTenant,
+  jsonAuth,
   ensureBinary,
   load,
   seedListConversation,
@@ -101,7 +102,7 @@ try {
   await seedListConversation(ts.base, tenant);
   await sql`analyze messages, message_search`;
   const baseline = await startBaseline(pg.url, { [tenant.api_key]: tenant.id }, withEmbeddings);
-  const headers = { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' };
+  const headers = jsonAuth(tenant.api_key);
   const scenarios = {
     create: {
       method: 'POST' as const,

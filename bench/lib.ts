@@ -210,6 +210,11 @@ export function startBaseline(
   );
 }
 
+/** Request headers of a JSON request with a bearer key, for autocannon. */
+export function jsonAuth(key: string): Record<string, string> {
+  return { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+}
+
 /** JSON over fetch with a bearer key; throws on a status other than `expect`. */
 export async function api<T>(
   base: string,

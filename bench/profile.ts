@@ -8,6 +8,7 @@ import {
   BUN,
   cleanup,
   createTenant,
+  jsonAuth,
   load,
   seedListConversation,
   ROOT,
@@ -36,7 +37,7 @@ try {
     ],
   );
   const tenant = await createTenant(server.base, 'profile');
-  const headers = { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' };
+  const headers = jsonAuth(tenant.api_key);
   await seedListConversation(server.base, tenant);
   const opts =
     scenario === 'create'

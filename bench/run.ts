@@ -16,6 +16,7 @@ import {
   api,
   cleanup,
   createTenant,
+  jsonAuth,
   ensureBinary,
   load,
   median,
@@ -79,10 +80,6 @@ try {
   const ts = await startThreadstore(pg.url, embeddings);
   process.stderr.write('seeding...\n');
   const corpus = await seedCorpus(ts, sql);
-  const auth = (key: string) => ({
-    authorization: `Bearer ${key}`,
-    'content-type': 'application/json',
-  });
   const main = corpus.tenant;
   const body = (conversation: string) =>
     JSON.stringify({ conversation_id: conversation, role: 'user', content: 'hello '.repeat(20) });
@@ -113,7 +110,7 @@ try {
       {
         url: `${ts.base}${path}`,
         method: 'POST',
-        headers: auth(tenant.api_key),
+        headers: jsonAuth(tenant.api_key),
         body: payload,
         connections,
         amount,
@@ -149,7 +146,7 @@ try {
     reads(scenario, connections, {
       url: `${ts.base}/v1/search`,
       method: 'POST',
-      headers: auth(key),
+      headers: jsonAuth(key),
       requests: [{ setupRequest: (r) => ({ ...r, body: searchBody(mode) }) }],
     });
 
@@ -160,11 +157,11 @@ try {
       () => reads('livez', connections, { url: `${ts.base}/livez` }),
       () => writes('create', connections, 1, CREATES),
       () => writes('batch create (20)', connections, BATCH_SIZE, BATCHES),
-      () => reads('list 50', connections, { url: `${ts.base}${listPath}`, headers: auth(key) }),
+      () => reads('list 50', connections, { url: `${ts.base}${listPath}`, headers: jsonAuth(key) }),
       () =>
         reads('get by id', connections, {
           url: ts.base,
-          headers: auth(key),
+          headers: jsonAuth(key),
           requests: [
             {
               method: 'GET',
@@ -188,7 +185,7 @@ try {
       { scenario: 'mixed 80/20' },
       {
         url: ts.base,
-        headers: auth(key),
+        headers: jsonAuth(key),
         connections,
         amount: MIXED,
         requests: mixedRequests(corpus, () => created++),
@@ -259,7 +256,7 @@ async function rateLimitAccuracy(ts: ServerProcess) {
     { scenario: 'rate limit 1000/min' },
     {
       url: `${ts.base}/v1/messages`,
-      headers: { authorization: `Bearer ${tenant.api_key}`, 'content-type': 'application/json' },
+      headers: jsonAuth(tenant.api_key),
       connections: 128,
       amount: RATE_LIMIT_BUDGET * 3,
       requests: [
@@ -324,15 +321,11 @@ async function baselineRounds(
     },
     201,
   );
-  const headers = (key: string) => ({
-    authorization: `Bearer ${key}`,
-    'content-type': 'application/json',
-  });
   const scenarios = {
     create: (s: ServerProcess): autocannon.Options => ({
       url: `${s.base}/v1/messages`,
       method: 'POST',
-      headers: headers(writer.api_key),
+      headers: jsonAuth(writer.api_key),
       body: JSON.stringify({
         conversation_id: conversation,
         role: 'user',
@@ -341,7 +334,7 @@ async function baselineRounds(
     }),
     'list 50': (s: ServerProcess): autocannon.Options => ({
       url: `${s.base}${listPath}`,
-      headers: headers(tenant.api_key),
+      headers: jsonAuth(tenant.api_key),
     }),
   };
   const ratios: Ratio[] = [];
@@ -408,10 +401,6 @@ async function middlewareCosts(
   listPath: string,
 ): Promise<MiddlewareCost[]> {
   const rounds = Math.max(3, Math.floor(ROUNDS / 2) + 1);
-  const headers = (key: string) => ({
-    authorization: `Bearer ${key}`,
-    'content-type': 'application/json',
-  });
   const reader = corpus.tenant;
   // As in the paired rounds, creates go to a tenant of their own.
   const writer = await createTenant(ts.base, 'middleware rounds');
@@ -424,21 +413,21 @@ async function middlewareCosts(
         scenario === 'mixed 80/20'
           ? {
               url: s.base,
-              headers: headers(reader.api_key),
+              headers: jsonAuth(reader.api_key),
               requests: mixedRequests(corpus, () => {}),
             }
           : scenario === 'create'
             ? {
                 url: `${s.base}/v1/messages`,
                 method: 'POST',
-                headers: headers(writer.api_key),
+                headers: jsonAuth(writer.api_key),
                 body: JSON.stringify({
                   conversation_id: 'middleware',
                   role: 'user',
                   content: 'hello '.repeat(20),
                 }),
               }
-            : { url: `${s.base}${listPath}`, headers: headers(reader.api_key) };
+            : { url: `${s.base}${listPath}`, headers: jsonAuth(reader.api_key) };
       // The variant's server has just started: both warm up first, as in the paired rounds.
       for (const server of [ts, off]) {
         await load(
