@@ -87,6 +87,10 @@ export function renderMarkdown(results: BenchResults): string {
   const verdict = results.passed ? 'passed' : 'FAILED';
   const out = [`# threadstore bench ${results.date} · ${results.commit} · ${kind} · ${verdict}`];
   out.push('', cell(machineLine(results)));
+  if (results.settings) {
+    const set = Object.entries(results.settings).map(([k, v]) => `${k}=${v}`);
+    out.push('', cell(`threadstore configured with ${set.join(' ')}`));
+  }
 
   const groups = [...groupRuns(results.runs, THREADSTORE).values()];
   if (groups.length > 0) {

@@ -3,7 +3,9 @@
 // what each piece of middleware costs. Results: bench/results/<date>-<commit>.json, a Markdown
 // table on stdout and an SVG chart beside the JSON.
 // Usage: bun run bench [--quick] [--ratios-only] [--rounds N] [--middleware|--no-middleware]
-//   [--rebuild]
+//   [--rebuild] [NAME=value …]
+// NAME=value sets threadstore's configuration for the whole run (e.g. DB_PIPELINE_DEPTH=1), to
+// measure a setting against the baseline.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -48,6 +50,11 @@ const ratiosOnly = args.includes('--ratios-only');
 const withMiddleware =
   args.includes('--middleware') || (!quick && !ratiosOnly && !args.includes('--no-middleware'));
 const ROUNDS = Number(flag('--rounds') ?? 5);
+const overrides = Object.fromEntries(
+  args
+    .filter((a) => /^[A-Z_]+=/.test(a))
+    .map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]),
+);
 const DURATION_S = quick ? 5 : 10;
 const RATIO_DURATION_S = quick ? 4 : 8;
 const WARM_UP_S = 3;
@@ -77,7 +84,7 @@ const rowsOf = async (tenant: string) =>
   )[0]!.n;
 
 try {
-  const ts = await startThreadstore(pg.url, embeddings);
+  const ts = await startThreadstore(pg.url, embeddings, overrides);
   process.stderr.write('seeding...\n');
   const corpus = await seedCorpus(ts, sql);
   const main = corpus.tenant;
@@ -218,6 +225,7 @@ try {
     date: new Date().toISOString(),
     commit: gitCommit(),
     quick,
+    ...(Object.keys(overrides).length > 0 ? { settings: overrides } : {}),
     machine: await machine(),
     runs,
     ratios,
@@ -407,7 +415,12 @@ async function middlewareCosts(
   const costs: MiddlewareCost[] = [];
   for (const variant of middlewareVariants) {
     process.stderr.write(`\nmiddleware: ${variant.name} (${variant.description})\n`);
-    const off = await startThreadstore(pg.url, embeddings, variant.env, variant.name);
+    const off = await startThreadstore(
+      pg.url,
+      embeddings,
+      { ...overrides, ...variant.env },
+      variant.name,
+    );
     for (const scenario of variant.scenarios ?? (['create', 'list'] as const)) {
       const opts = (s: ServerProcess): autocannon.Options =>
         scenario === 'mixed 80/20'

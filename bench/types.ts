@@ -63,6 +63,8 @@ export interface BenchResults {
   date: string;
   commit: string;
   quick: boolean;
+  /** threadstore's configuration set on the command line (NAME=value), if any. */
+  settings?: Record<string, string>;
   machine: {
     cpus: number;
     cpuModel: string;
