@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, test } from 'bun:test';
+import { afterAll, describe, expect, spyOn, test } from 'bun:test';
 import { sql } from 'drizzle-orm';
 import { createApp } from '../src/app';
 import { rowsOf } from '../src/db/migrate';
@@ -197,6 +197,78 @@ describe('a lost LISTEN connection', () => {
       observedValue: true,
     });
     expect((await b.call('GET', '/metrics')).text).toContain('threadstore_key_listener_up 1');
+  });
+});
+
+describe('lookups of a key in use', () => {
+  /** A resolver whose database reads are counted (they still go to the database). */
+  function counted(ttlMs: number) {
+    const resolver = new KeyResolver(b.db, ttlMs);
+    resolver.follow(listeningDatabase(b.database));
+    const reads = spyOn(resolver as unknown as { read: () => unknown }, 'read');
+    return { resolver, reads };
+  }
+
+  test('requests that miss the cache together share one database read', async () => {
+    const tenant = await a.tenant();
+    const { resolver, reads } = counted(600_000);
+    const all = await Promise.all(
+      Array.from({ length: 50 }, () => resolver.resolve(tenant.api_key)),
+    );
+    expect(all.every((t) => t?.id === tenant.id)).toBe(true);
+    expect(reads).toHaveBeenCalledTimes(1);
+    // A bad key is shared the same way, and not cached.
+    const bad = await Promise.all(Array.from({ length: 20 }, () => resolver.resolve('ts_bad')));
+    expect(bad.every((t) => t === null)).toBe(true);
+    expect(reads).toHaveBeenCalledTimes(2);
+    expect(await resolver.resolve('ts_bad')).toBeNull();
+    expect(reads).toHaveBeenCalledTimes(3);
+  });
+
+  test('a request made after an invalidation never shares a read begun before it', async () => {
+    const tenant = await a.tenant();
+    const { resolver, reads } = counted(600_000);
+    const before = resolver.resolve(tenant.api_key);
+    await expireSilently(tenant.id);
+    resolver.forgetTenant(tenant.id);
+    const after = resolver.resolve(tenant.api_key);
+    expect(reads).toHaveBeenCalledTimes(2);
+    expect(await after).toBeNull();
+    // Whatever the earlier read saw, it was not cached: the next request reads again.
+    await before;
+    expect(await resolver.resolve(tenant.api_key)).toBeNull();
+  });
+
+  test('a key in use is read again before it goes stale, so requests never wait on it', async () => {
+    const tenant = await a.tenant();
+    const ttl = 1000;
+    const { resolver, reads } = counted(ttl);
+    expect((await resolver.resolve(tenant.api_key))?.id).toBe(tenant.id);
+    // Within the first four fifths of its life: served from the cache, no read.
+    await Bun.sleep(ttl * 0.5);
+    expect((await resolver.resolve(tenant.api_key))?.id).toBe(tenant.id);
+    expect(reads).toHaveBeenCalledTimes(1);
+    // In the last fifth: still served from the cache, and read again behind the request.
+    await Bun.sleep(ttl * 0.4);
+    expect((await resolver.resolve(tenant.api_key))?.id).toBe(tenant.id);
+    expect(reads).toHaveBeenCalledTimes(2);
+    await Bun.sleep(50);
+    // Past the first entry's TTL: the refreshed entry answers without another read.
+    await Bun.sleep(ttl * 0.3);
+    expect((await resolver.resolve(tenant.api_key))?.id).toBe(tenant.id);
+    expect(reads).toHaveBeenCalledTimes(2);
+  });
+
+  test('a key revoked behind the back of the cache is dropped by the background read', async () => {
+    const tenant = await a.tenant();
+    const ttl = 1000;
+    const { resolver } = counted(ttl);
+    expect((await resolver.resolve(tenant.api_key))?.id).toBe(tenant.id);
+    await expireSilently(tenant.id);
+    await Bun.sleep(ttl * 0.85);
+    // Served once more while the background read runs; refused as soon as it is back.
+    expect((await resolver.resolve(tenant.api_key))?.id).toBe(tenant.id);
+    await within(100, async () => (await resolver.resolve(tenant.api_key)) === null);
   });
 });
 

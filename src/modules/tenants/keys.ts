@@ -32,6 +32,9 @@ interface CacheEntry {
   until: number;
 }
 
+/** The part of a cached entry's life at whose start it is read again in the background. */
+const REFRESH_AHEAD = 0.2;
+
 /** Most keys kept in memory; beyond it the oldest entry is dropped. */
 const MAX_CACHED_KEYS = 10_000;
 
@@ -76,6 +79,11 @@ export interface ListenerState {
  */
 export class KeyResolver {
   private readonly cache = new Map<string, CacheEntry>();
+  /** Database reads under way, by key hash, with the generation they began in. */
+  private readonly lookups = new Map<
+    string,
+    { generation: number; promise: Promise<ResolvedTenant | null> }
+  >();
   private listening = false;
   private since: Date | null = null;
   private heardAt = Number.NEGATIVE_INFINITY;
@@ -119,10 +127,36 @@ export class KeyResolver {
     const hash = hashKey(key);
     const now = Date.now();
     const hit = this.cache.get(hash);
-    if (hit && this.fresh(hit, now) && safeEqual(hit.keyHash, hash)) return hit.tenant;
+    if (hit && this.fresh(hit, now) && safeEqual(hit.keyHash, hash)) {
+      // Read again in the background before it goes stale, so requests of a key in use never
+      // wait for its lookup; a failure leaves the entry to expire, and the request after that
+      // reports it.
+      if (this.refreshDue(hit, now)) this.lookup(hash).catch(() => {});
+      return hit.tenant;
+    }
     if (hit) this.cache.delete(hash);
-    const generation = this.generation;
+    return this.lookup(hash);
+  }
 
+  /**
+   * One database read per key at a time: requests that miss the cache together share it. At
+   * 2,000 requests a second an expired key otherwise sent a lookup per request until the first
+   * came back, a burst of a hundred queries ahead of everything else every AUTH_CACHE_TTL_MS.
+   * A request made after an invalidation never shares a read begun before it.
+   */
+  private lookup(hash: string): Promise<ResolvedTenant | null> {
+    const running = this.lookups.get(hash);
+    if (running && running.generation === this.generation) return running.promise;
+    const generation = this.generation;
+    const promise = this.read(hash, generation).finally(() => {
+      if (this.lookups.get(hash)?.promise === promise) this.lookups.delete(hash);
+    });
+    this.lookups.set(hash, { generation, promise });
+    return promise;
+  }
+
+  private async read(hash: string, generation: number): Promise<ResolvedTenant | null> {
+    const now = Date.now();
     const [row] = await this.db
       .select({
         id: tenants.id,
@@ -141,7 +175,11 @@ export class KeyResolver {
         ),
       );
     // The index lookup is by hash; the final comparison is constant-time all the same.
-    if (!row || !safeEqual(row.keyHash, hash)) return null;
+    if (!row || !safeEqual(row.keyHash, hash)) {
+      // Revoked or expired since it was cached (a background read finds this first).
+      if (generation === this.generation) this.cache.delete(hash);
+      return null;
+    }
     const tenant: ResolvedTenant = {
       id: row.id,
       name: row.name,
@@ -153,6 +191,8 @@ export class KeyResolver {
         now + this.ttlMs,
         row.expiresAt?.getTime() ?? Number.POSITIVE_INFINITY,
       );
+      // Re-inserted, so the keys read longest ago are the first dropped.
+      this.cache.delete(hash);
       if (this.cache.size >= MAX_CACHED_KEYS) {
         this.cache.delete(this.cache.keys().next().value!);
       }
@@ -173,6 +213,15 @@ export class KeyResolver {
   forgetAll(): void {
     this.generation++;
     this.cache.clear();
+  }
+
+  /**
+   * In the last fifth of an entry's life, by its TTL or by the listener's silence: time to read
+   * it again while it is still served.
+   */
+  private refreshDue(entry: CacheEntry, now: number): boolean {
+    if (entry.until - now < REFRESH_AHEAD * (entry.until - entry.at)) return true;
+    return now - Math.max(entry.at, this.heardAt) > (1 - REFRESH_AHEAD) * UNCONFIRMED_TTL_MS;
   }
 
   /**
