@@ -1,5 +1,5 @@
 import { Elysia } from 'elysia';
-import { type Context as RateLimitStore, DefaultContext } from 'elysia-rate-limit';
+import type { Context as RateLimitStore } from 'elysia-rate-limit';
 import type { Config } from '../config';
 import { clientIp, parseTrustProxy } from '../lib/client-ip';
 import { AppError } from '../lib/errors';
@@ -9,6 +9,7 @@ import { bearerToken } from '../lib/keys';
 import type { Logger } from '../logger';
 import type { Metrics } from '../metrics';
 import type { KeyResolver, ResolvedTenant } from '../modules/tenants/keys';
+import { MemoryRateLimitStore } from './rate-limit-memory';
 import { requestState } from './request-id';
 
 /** Which budget a request draws on. */
@@ -38,7 +39,7 @@ export interface RateLimitOptions {
   keys: KeyResolver;
   logger: Logger;
   metrics: Metrics;
-  /** Counter store shared by the fleet (Redis); elysia-rate-limit's in-memory LRU when null. */
+  /** Counter store shared by the fleet (Redis); in process (MemoryRateLimitStore) when null. */
   rateLimitStore?: RateLimitStore | null;
 }
 
@@ -56,7 +57,7 @@ export interface RateLimitOptions {
  * failure is counted in /metrics and logged at most once a second.
  */
 export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: RateLimitOptions) {
-  const counters = rateLimitStore ?? new DefaultContext(STORE_MAX_KEYS);
+  const counters = rateLimitStore ?? new MemoryRateLimitStore(STORE_MAX_KEYS);
   const windowMs = config.RATE_LIMIT_WINDOW_MS;
   counters.init({ duration: windowMs } as Parameters<RateLimitStore['init']>[0]);
   const trust = parseTrustProxy(config.TRUST_PROXY);
@@ -110,7 +111,8 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
   ): Promise<void> {
     let counted: { count: number; nextReset: Date };
     try {
-      counted = await counters.increment(key, windowMs, Date.now());
+      const answer = counters.increment(key, windowMs, Date.now());
+      counted = answer instanceof Promise ? await answer : answer;
     } catch (err) {
       return storeFailed(err, requestId, budget);
     }
