@@ -129,7 +129,8 @@ export const middlewareVariants: MiddlewareVariant[] = [
   },
   {
     name: 'no key cache',
-    description: 'AUTH_CACHE_TTL_MS=0: the key is looked up in PostgreSQL on every request',
+    description:
+      'AUTH_CACHE_TTL_MS=0: nothing cached; a request waits for a lookup of its key, shared only with those arriving during it',
     env: { AUTH_CACHE_TTL_MS: '0' },
   },
 ];
