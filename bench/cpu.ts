@@ -14,6 +14,7 @@ import postgres from 'postgres';
 import {
   BUN,
   cleanup,
+  cpuOf,
   createTenant,
   jsonAuth,
   ensureBinary,
@@ -23,6 +24,7 @@ import {
   startBaseline,
   startInfrastructure,
   startThreadstore,
+  TICK_MS,
 } from './lib';
 
 const args = process.argv.slice(2);
@@ -35,18 +37,6 @@ const overrides = Object.fromEntries(
     .filter((a) => /^[A-Z_]+=/.test(a))
     .map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]),
 );
-const TICK_MS = 1000 / 100; // USER_HZ on Linux
-
-/** utime + stime of a process, in ms. */
-function cpuOf(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
-  } catch {
-    return 0;
-  }
-}
 
 /** CPU of each thread of a process by thread name (main thread, GC helpers, JIT, I/O), in ms. */
 function threadCpu(pid: number): Map<string, number> {

@@ -267,6 +267,19 @@ export async function seedListConversation(base: string, tenant: Tenant): Promis
   }
 }
 
+export const TICK_MS = 1000 / 100; // USER_HZ on Linux
+
+/** utime + stime of a process, in ms (0 once it is gone). */
+export function cpuOf(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+  } catch {
+    return 0;
+  }
+}
+
 /** One autocannon run against `server`, with a progress line and the server's peak RSS. */
 export async function load(
   server: ServerProcess,

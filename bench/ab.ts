@@ -1,0 +1,121 @@
+// Paired rounds of two threadstore servers, A and B, on one database: two configurations, or
+// two source trees (the checkout against a `git worktree` of another commit). Each round loads
+// both, in alternating order, and the median of the per-round B/A ratios (throughput, p99 and
+// server CPU per request) says what the difference does; this machine's speed drifts too much
+// between runs for two separate runs to say it.
+// Usage: bun bench/ab.ts [create|list] [--rounds N] [--seconds S] [--embeddings]
+//   [--a DIR] [--b DIR] [A.NAME=value …] [B.NAME=value …] [NAME=value …]
+// DIR is a source tree (default: this one), run with Bun from source; A.NAME=value configures
+// A only, NAME=value both. E.g. `bun bench/ab.ts create B.RATE_LIMIT_ENABLED=false`.
+import { join } from 'node:path';
+import {
+  BUN,
+  cleanup,
+  cpuOf,
+  createTenant,
+  jsonAuth,
+  load,
+  median,
+  ROOT,
+  seedListConversation,
+  type ServerProcess,
+  startInfrastructure,
+  startThreadstore,
+} from './lib';
+
+const args = process.argv.slice(2);
+const flag = (name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const scenario = args.includes('list') ? 'list' : 'create';
+const ROUNDS = Number(flag('--rounds') ?? 8);
+const SECONDS = Number(flag('--seconds') ?? 6);
+const WARM_UP_S = 4;
+const CONNECTIONS = 128;
+/** NAME=value arguments that start with `prefix` (A., B. or none), without it. */
+const settings = (prefix: string) =>
+  Object.fromEntries(
+    args
+      .filter((a) => a.startsWith(prefix) && /^[A-Z_]+=/.test(a.slice(prefix.length)))
+      .map((a) => [a.slice(prefix.length, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]),
+  );
+const both = settings('');
+const sides = [
+  { name: 'A', dir: flag('--a') ?? ROOT, env: { ...both, ...settings('A.') } },
+  { name: 'B', dir: flag('--b') ?? ROOT, env: { ...both, ...settings('B.') } },
+];
+
+const { pg, embeddings } = await startInfrastructure();
+try {
+  const [a, b] = (await Promise.all(
+    sides.map((side) =>
+      startThreadstore(
+        pg.url,
+        args.includes('--embeddings') ? embeddings : null,
+        side.env,
+        side.name,
+        [BUN, join(side.dir, 'src', 'index.ts'), 'serve'],
+      ),
+    ),
+  )) as [ServerProcess, ServerProcess];
+  const tenant = await createTenant(a.base, 'ab');
+  if (scenario === 'list') await seedListConversation(a.base, tenant);
+  const options = (server: ServerProcess) =>
+    scenario === 'create'
+      ? {
+          url: `${server.base}/v1/messages`,
+          method: 'POST' as const,
+          headers: jsonAuth(tenant.api_key),
+          body: JSON.stringify({
+            conversation_id: 'one',
+            role: 'user',
+            content: 'hello '.repeat(20),
+          }),
+        }
+      : {
+          url: `${server.base}/v1/messages?conversation_id=list&limit=50`,
+          headers: jsonAuth(tenant.api_key),
+        };
+  const measure = async (server: ServerProcess, seconds: number, label: string) => {
+    const before = cpuOf(server.pid);
+    const run = await load(
+      server,
+      { scenario: `${scenario} ${label}` },
+      { ...options(server), connections: CONNECTIONS, duration: seconds },
+    );
+    return { rps: run.rps, p99: run.latency.p99, cpu: (cpuOf(server.pid) - before) / run.requests };
+  };
+  for (const server of [a, b]) await measure(server, WARM_UP_S, 'warm-up');
+  const ratios = { rps: [] as number[], p99: [] as number[], cpu: [] as number[] };
+  const lines: string[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const got = new Map<ServerProcess, Awaited<ReturnType<typeof measure>>>();
+    for (const server of round % 2 ? [b, a] : [a, b]) {
+      got.set(server, await measure(server, SECONDS, `round ${round + 1}`));
+    }
+    const [x, y] = [got.get(a)!, got.get(b)!];
+    ratios.rps.push(y.rps / x.rps);
+    ratios.p99.push(y.p99 / x.p99);
+    ratios.cpu.push(y.cpu / x.cpu);
+    lines.push(
+      `| ${round + 1} | ${x.rps} | ${x.p99} | ${x.cpu.toFixed(3)} | ${y.rps} | ${y.p99} | ${y.cpu.toFixed(3)} |`,
+    );
+  }
+  const describe = (side: (typeof sides)[number]) =>
+    `${side.dir === ROOT ? 'this tree' : side.dir}${Object.entries(side.env)
+      .map(([k, v]) => ` ${k}=${v}`)
+      .join('')}`;
+  console.log(
+    `\n${scenario} at ${CONNECTIONS} connections, ${ROUNDS} rounds of ${SECONDS} s\n` +
+      `A: ${describe(sides[0]!)}\nB: ${describe(sides[1]!)}\n\n` +
+      '| round | A req/s | A p99 ms | A server CPU ms/req | B req/s | B p99 ms | B server CPU ms/req |\n' +
+      '|--:|--:|--:|--:|--:|--:|--:|\n' +
+      `${lines.join('\n')}\n\n` +
+      `Median B/A: throughput ${median(ratios.rps).toFixed(3)}, p99 ${median(ratios.p99).toFixed(3)}, ` +
+      `server CPU per request ${median(ratios.cpu).toFixed(3)}`,
+  );
+  await Promise.all([a.stop(), b.stop()]);
+} finally {
+  await cleanup();
+}
