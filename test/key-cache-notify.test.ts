@@ -225,6 +225,33 @@ describe('lookups of a key in use', () => {
     expect(reads).toHaveBeenCalledTimes(3);
   });
 
+  test('a shared read that failed is tried again by each request that joined it', async () => {
+    const tenant = await a.tenant();
+    const { resolver, reads } = counted(600_000);
+    // The first read goes to a connection that fails (say, to a server that was restarted).
+    reads.mockImplementationOnce(() => Promise.reject(new Error('connection lost')));
+    const all = await Promise.allSettled(
+      Array.from({ length: 10 }, () => resolver.resolve(tenant.api_key)),
+    );
+    expect(all[0]!.status).toBe('rejected');
+    expect(all.slice(1).map((r) => r.status === 'fulfilled' && r.value?.id)).toEqual(
+      Array.from({ length: 9 }, () => tenant.id),
+    );
+    expect(reads).toHaveBeenCalledTimes(10);
+  });
+
+  test('a read that has not come back within a moment is not joined any more', async () => {
+    const tenant = await a.tenant();
+    const { resolver, reads } = counted(600_000);
+    reads.mockImplementationOnce(() => new Promise(() => {}));
+    void resolver.resolve(tenant.api_key);
+    void resolver.resolve(tenant.api_key);
+    expect(reads).toHaveBeenCalledTimes(1);
+    await Bun.sleep(300);
+    expect((await resolver.resolve(tenant.api_key))?.id).toBe(tenant.id);
+    expect(reads).toHaveBeenCalledTimes(2);
+  });
+
   test('a request made after an invalidation never shares a read begun before it', async () => {
     const tenant = await a.tenant();
     const { resolver, reads } = counted(600_000);

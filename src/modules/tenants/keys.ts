@@ -35,6 +35,12 @@ interface CacheEntry {
 /** The part of a cached entry's life at whose start it is read again in the background. */
 const REFRESH_AHEAD = 0.2;
 
+/**
+ * How long requests that miss the cache may join a database read of their key already under
+ * way; later ones start a read of their own. A lookup takes milliseconds even under load.
+ */
+const SHARED_READ_MS = 250;
+
 /** Most keys kept in memory; beyond it the oldest entry is dropped. */
 const MAX_CACHED_KEYS = 10_000;
 
@@ -82,7 +88,7 @@ export class KeyResolver {
   /** Database reads under way, by key hash, with the generation they began in. */
   private readonly lookups = new Map<
     string,
-    { generation: number; promise: Promise<ResolvedTenant | null> }
+    { generation: number; startedAt: number; promise: Promise<ResolvedTenant | null> }
   >();
   private listening = false;
   private since: Date | null = null;
@@ -131,28 +137,46 @@ export class KeyResolver {
       // Read again in the background before it goes stale, so requests of a key in use never
       // wait for its lookup; a failure leaves the entry to expire, and the request after that
       // reports it.
-      if (this.refreshDue(hit, now)) this.lookup(hash).catch(() => {});
+      if (this.refreshDue(hit, now)) this.lookup(hash).promise.catch(() => {});
       return hit.tenant;
     }
     if (hit) this.cache.delete(hash);
-    return this.lookup(hash);
+    const { promise, joined } = this.lookup(hash);
+    if (!joined) return promise;
+    try {
+      return await promise;
+    } catch {
+      // A shared read that failed is tried again by each request on its own, as it would have
+      // been without sharing: after a database restart, the one read all had waited on may
+      // have gone to a connection of the old server, while the others are fine.
+      return this.read(hash, this.generation);
+    }
   }
 
   /**
    * One database read per key at a time: requests that miss the cache together share it. At
    * 2,000 requests a second an expired key otherwise sent a lookup per request until the first
    * came back, a burst of a hundred queries ahead of everything else every AUTH_CACHE_TTL_MS.
-   * A request made after an invalidation never shares a read begun before it.
+   * A request made after an invalidation never shares a read begun before it, nor one begun
+   * more than SHARED_READ_MS ago: a read stuck on a connection that is still reconnecting
+   * after a database restart would otherwise hold up every request of its key.
    */
-  private lookup(hash: string): Promise<ResolvedTenant | null> {
+  private lookup(hash: string): { promise: Promise<ResolvedTenant | null>; joined: boolean } {
+    const now = performance.now();
     const running = this.lookups.get(hash);
-    if (running && running.generation === this.generation) return running.promise;
+    if (
+      running &&
+      running.generation === this.generation &&
+      now - running.startedAt < SHARED_READ_MS
+    ) {
+      return { promise: running.promise, joined: true };
+    }
     const generation = this.generation;
     const promise = this.read(hash, generation).finally(() => {
       if (this.lookups.get(hash)?.promise === promise) this.lookups.delete(hash);
     });
-    this.lookups.set(hash, { generation, promise });
-    return promise;
+    this.lookups.set(hash, { generation, startedAt: now, promise });
+    return { promise, joined: false };
   }
 
   private async read(hash: string, generation: number): Promise<ResolvedTenant | null> {
