@@ -129,8 +129,7 @@ export const middlewareVariants: MiddlewareVariant[] = [
   },
   {
     name: 'no key cache',
-    description:
-      'AUTH_CACHE_TTL_MS=0: nothing cached; a request waits for a lookup of its key, shared only with those arriving during it',
+    description: 'AUTH_CACHE_TTL_MS=0: the key is looked up in PostgreSQL on every request',
     env: { AUTH_CACHE_TTL_MS: '0' },
   },
 ];

@@ -35,11 +35,8 @@ interface CacheEntry {
 /** The part of a cached entry's life at whose start it is read again in the background. */
 const REFRESH_AHEAD = 0.2;
 
-/**
- * How long requests that miss the cache may join a database read of their key already under
- * way; later ones start a read of their own. A lookup takes milliseconds even under load.
- */
-const SHARED_READ_MS = 250;
+/** After this long a background read of a key that has not come back is no longer waited for. */
+const REFRESH_WAIT_MS = 1000;
 
 /** Most keys kept in memory; beyond it the oldest entry is dropped. */
 const MAX_CACHED_KEYS = 10_000;
@@ -85,11 +82,8 @@ export interface ListenerState {
  */
 export class KeyResolver {
   private readonly cache = new Map<string, CacheEntry>();
-  /** Database reads under way, by key hash, with the generation they began in. */
-  private readonly lookups = new Map<
-    string,
-    { generation: number; startedAt: number; promise: Promise<ResolvedTenant | null> }
-  >();
+  /** Background reads under way, by key hash: when each began (performance.now()). */
+  private readonly refreshing = new Map<string, number>();
   private listening = false;
   private since: Date | null = null;
   private heardAt = Number.NEGATIVE_INFINITY;
@@ -134,49 +128,32 @@ export class KeyResolver {
     const now = Date.now();
     const hit = this.cache.get(hash);
     if (hit && this.fresh(hit, now) && safeEqual(hit.keyHash, hash)) {
-      // Read again in the background before it goes stale, so requests of a key in use never
-      // wait for its lookup; a failure leaves the entry to expire, and the request after that
-      // reports it.
-      if (this.refreshDue(hit, now)) this.lookup(hash).promise.catch(() => {});
+      if (this.refreshDue(hit, now)) this.refresh(hash);
       return hit.tenant;
     }
     if (hit) this.cache.delete(hash);
-    const { promise, joined } = this.lookup(hash);
-    if (!joined) return promise;
-    try {
-      return await promise;
-    } catch {
-      // A shared read that failed is tried again by each request on its own, as it would have
-      // been without sharing: after a database restart, the one read all had waited on may
-      // have gone to a connection of the old server, while the others are fine.
-      return this.read(hash, this.generation);
-    }
+    return this.read(hash, this.generation);
   }
 
   /**
-   * One database read per key at a time: requests that miss the cache together share it. At
-   * 2,000 requests a second an expired key otherwise sent a lookup per request until the first
-   * came back, a burst of a hundred queries ahead of everything else every AUTH_CACHE_TTL_MS.
-   * A request made after an invalidation never shares a read begun before it, nor one begun
-   * more than SHARED_READ_MS ago: a read stuck on a connection that is still reconnecting
-   * after a database restart would otherwise hold up every request of its key.
+   * Reads a key in use again in the background before it goes stale, so its requests never
+   * wait for a lookup: when an entry simply expired, every request that came before the first
+   * lookup was back sent one of its own, at 2,000 requests a second a burst of a hundred
+   * queries ahead of everything else every AUTH_CACHE_TTL_MS. One such read per key at a
+   * time; a failure leaves the entry to expire, and requests then read for themselves, as
+   * they do for a key not cached. A read that has not come back within REFRESH_WAIT_MS (one
+   * stuck on a connection to a server that went away) no longer holds the next one back.
    */
-  private lookup(hash: string): { promise: Promise<ResolvedTenant | null>; joined: boolean } {
+  private refresh(hash: string): void {
     const now = performance.now();
-    const running = this.lookups.get(hash);
-    if (
-      running &&
-      running.generation === this.generation &&
-      now - running.startedAt < SHARED_READ_MS
-    ) {
-      return { promise: running.promise, joined: true };
-    }
-    const generation = this.generation;
-    const promise = this.read(hash, generation).finally(() => {
-      if (this.lookups.get(hash)?.promise === promise) this.lookups.delete(hash);
-    });
-    this.lookups.set(hash, { generation, startedAt: now, promise });
-    return { promise, joined: false };
+    const started = this.refreshing.get(hash);
+    if (started !== undefined && now - started < REFRESH_WAIT_MS) return;
+    this.refreshing.set(hash, now);
+    this.read(hash, this.generation)
+      .catch(() => {})
+      .finally(() => {
+        if (this.refreshing.get(hash) === now) this.refreshing.delete(hash);
+      });
   }
 
   private async read(hash: string, generation: number): Promise<ResolvedTenant | null> {
