@@ -20,6 +20,7 @@ import {
   seedListConversation,
   type ServerProcess,
   startInfrastructure,
+  settingsFrom,
   startThreadstore,
 } from './lib';
 
@@ -33,17 +34,10 @@ const ROUNDS = Number(flag('--rounds') ?? 8);
 const SECONDS = Number(flag('--seconds') ?? 6);
 const WARM_UP_S = 4;
 const CONNECTIONS = 128;
-/** NAME=value arguments that start with `prefix` (A., B. or none), without it. */
-const settings = (prefix: string) =>
-  Object.fromEntries(
-    args
-      .filter((a) => a.startsWith(prefix) && /^[A-Z_]+=/.test(a.slice(prefix.length)))
-      .map((a) => [a.slice(prefix.length, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]),
-  );
-const both = settings('');
+const both = settingsFrom(args);
 const sides = [
-  { name: 'A', dir: flag('--a') ?? ROOT, env: { ...both, ...settings('A.') } },
-  { name: 'B', dir: flag('--b') ?? ROOT, env: { ...both, ...settings('B.') } },
+  { name: 'A', dir: flag('--a') ?? ROOT, env: { ...both, ...settingsFrom(args, 'A.') } },
+  { name: 'B', dir: flag('--b') ?? ROOT, env: { ...both, ...settingsFrom(args, 'B.') } },
 ];
 
 const { pg, embeddings } = await startInfrastructure();

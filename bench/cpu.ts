@@ -23,6 +23,7 @@ import {
   type ServerProcess,
   startBaseline,
   startInfrastructure,
+  settingsFrom,
   startThreadstore,
   TICK_MS,
 } from './lib';
@@ -32,11 +33,7 @@ const amount = Number(args.find((a) => /^\d+$/.test(a)) ?? 10_000);
 const fromSource = args.includes('--source');
 const onlyThreadstore = args.includes('--only');
 const withEmbeddings = args.includes('--embeddings');
-const overrides = Object.fromEntries(
-  args
-    .filter((a) => /^[A-Z_]+=/.test(a))
-    .map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]),
-);
+const overrides = settingsFrom(args);
 
 /** CPU of each thread of a process by thread name (main thread, GC helpers, JIT, I/O), in ms. */
 function threadCpu(pid: number): Map<string, number> {

@@ -210,6 +210,18 @@ export function startBaseline(
   );
 }
 
+/**
+ * threadstore configuration given on a bench script's command line: the `NAME=value` arguments
+ * that start with `prefix` (e.g. `B.` in bench/ab.ts), without it.
+ */
+export function settingsFrom(args: string[], prefix = ''): Record<string, string> {
+  return Object.fromEntries(
+    args
+      .filter((a) => a.startsWith(prefix) && /^[A-Z_]+=/.test(a.slice(prefix.length)))
+      .map((a) => [a.slice(prefix.length, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]),
+  );
+}
+
 /** Request headers of a JSON request with a bearer key, for autocannon. */
 export function jsonAuth(key: string): Record<string, string> {
   return { authorization: `Bearer ${key}`, 'content-type': 'application/json' };

@@ -25,6 +25,7 @@ import {
   ROOT,
   startBaseline,
   startInfrastructure,
+  settingsFrom,
   startThreadstore,
 } from './lib';
 import { renderMarkdown, renderSvg } from './report';
@@ -50,11 +51,7 @@ const ratiosOnly = args.includes('--ratios-only');
 const withMiddleware =
   args.includes('--middleware') || (!quick && !ratiosOnly && !args.includes('--no-middleware'));
 const ROUNDS = Number(flag('--rounds') ?? 5);
-const overrides = Object.fromEntries(
-  args
-    .filter((a) => /^[A-Z_]+=/.test(a))
-    .map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]),
-);
+const overrides = settingsFrom(args);
 const DURATION_S = quick ? 5 : 10;
 const RATIO_DURATION_S = quick ? 4 : 8;
 const WARM_UP_S = 3;

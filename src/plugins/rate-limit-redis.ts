@@ -18,8 +18,8 @@ const RESET_SCAN_COUNT = 500;
  * Counts a request and returns [count, milliseconds left in the window], in one step on the
  * server so that concurrent requests of every instance see distinct counts. The expiry is set
  * only when the key has none, so a window starts at a key's first request and is never
- * extended, exactly like the in-process store (rate-limit-memory.ts). PTTL < 0 also heals a key that
- * lost its expiry (written by hand, say), which would otherwise never reset.
+ * extended, exactly like the in-process store (rate-limit-memory.ts). PTTL < 0 also heals a
+ * key that lost its expiry (written by hand, say), which would otherwise never reset.
  */
 const INCREMENT_LUA = `
 local count = redis.call('INCR', KEYS[1])

@@ -111,8 +111,7 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
   ): Promise<void> {
     let counted: { count: number; nextReset: Date };
     try {
-      const answer = counters.increment(key, windowMs, Date.now());
-      counted = answer instanceof Promise ? await answer : answer;
+      counted = await counters.increment(key, windowMs, Date.now());
     } catch (err) {
       return storeFailed(err, requestId, budget);
     }
