@@ -191,11 +191,12 @@ export function startBaseline(
   databaseUrl: string,
   keys: Record<string, string>,
   embeddings: boolean,
+  command = [BUN, join(import.meta.dir, 'baseline', 'server.ts')],
 ): Promise<ServerProcess> {
   const port = freePort();
   return startServer(
     'baseline',
-    [BUN, join(import.meta.dir, 'baseline', 'server.ts')],
+    command,
     {
       DATABASE_URL: databaseUrl,
       PORT: String(port),

@@ -1,4 +1,34 @@
+import { tracingChannel } from 'node:diagnostics_channel';
 import pino from 'pino';
+
+/**
+ * Bun's TracingChannel has no `hasSubscribers` getter (oven-sh/bun#27805; Node has had it since
+ * 20.13). pino skips its tracing only when that getter says `false`, so on Bun every log line
+ * went through `traceSync` and its store bookkeeping, with no subscriber to see it. The getter
+ * as Node defines it: any of the five channels has a subscriber. Only added where it is missing.
+ */
+function polyfillTracingChannelSubscribers(): void {
+  const proto = Object.getPrototypeOf(tracingChannel('threadstore:probe')) as object;
+  if ('hasSubscribers' in proto) return;
+  Object.defineProperty(proto, 'hasSubscribers', {
+    configurable: true,
+    get(
+      this: Record<
+        'start' | 'end' | 'asyncStart' | 'asyncEnd' | 'error',
+        { hasSubscribers: boolean }
+      >,
+    ) {
+      return (
+        this.start.hasSubscribers ||
+        this.end.hasSubscribers ||
+        this.asyncStart.hasSubscribers ||
+        this.asyncEnd.hasSubscribers ||
+        this.error.hasSubscribers
+      );
+    },
+  });
+}
+polyfillTracingChannelSubscribers();
 
 export type Logger = pino.Logger;
 

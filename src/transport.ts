@@ -29,7 +29,7 @@ export function createFetchHandler(app: App, { config, logger, metrics }: AppDep
       (request.method === 'POST' && longRunning[`POST ${pathOf(request.url)}`]) ||
       config.REQUEST_TIMEOUT_MS;
     const state = requestState(request);
-    state.socketIp = server?.requestIP(request)?.address;
+    if (server) state.socketIp = () => server.requestIP(request)?.address;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<Response>((resolve) => {
       timer = setTimeout(() => {

@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'bun:test';
+import { tracingChannel } from 'node:diagnostics_channel';
 import { Writable } from 'node:stream';
 import { createLogger } from '../src/logger';
 
@@ -35,5 +36,35 @@ describe('log lines never carry secrets or message content', () => {
     expect(nested.api_key).toBe('ts_secret');
     expect(JSON.stringify(lines)).not.toContain('ts_');
     expect(JSON.stringify(lines)).not.toContain('private words');
+  });
+});
+
+describe("pino's tracing channel", () => {
+  // pino traces each line only when its channel reports a subscriber; without the getter (as Bun
+  // ships it) every line paid for the tracing. The channel must still work for a subscriber.
+  test('reports no subscriber until one subscribes, and then traces every line', () => {
+    const { lines, logger } = capture();
+    const channel = tracingChannel('pino_asJson');
+    expect(channel.hasSubscribers).toBe(false);
+    const traced: unknown[] = [];
+    const subscriber = {
+      start: (ctx: unknown) => traced.push(ctx),
+      end() {},
+      asyncStart() {},
+      asyncEnd() {},
+      error() {},
+    };
+    channel.subscribe(subscriber);
+    try {
+      expect(channel.hasSubscribers).toBe(true);
+      logger.info({ n: 1 }, 'traced');
+      expect(traced).toHaveLength(1);
+    } finally {
+      channel.unsubscribe(subscriber);
+    }
+    expect(channel.hasSubscribers).toBe(false);
+    logger.info({ n: 2 }, 'untraced');
+    expect(traced).toHaveLength(1);
+    expect(lines.map((l) => l.msg)).toEqual(['traced', 'untraced']);
   });
 });

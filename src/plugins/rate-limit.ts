@@ -150,7 +150,7 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
         }
         return charge(set, state.id, budget, `${budget}:t:${tenant.id}`, limitOf(budget));
       }
-      const ip = clientIp(state.socketIp, request.headers.get('x-forwarded-for'), trust);
+      const ip = clientIp(state.socketIp?.(), request.headers.get('x-forwarded-for'), trust);
       return charge(set, state.id, budget, `${budget}:ip:${ip}`, defaults[budget]);
     })
     .onStop(async function stopRateLimit() {

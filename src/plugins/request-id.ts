@@ -6,8 +6,11 @@ import type { Budget } from './rate-limit';
 export interface RequestState {
   id: string;
   startedAt: number;
-  /** The client address as the transport saw it (before any X-Forwarded-For handling). */
-  socketIp?: string;
+  /**
+   * The client address as the transport saw it (before any X-Forwarded-For handling), looked
+   * up when asked: only requests without a valid key need it.
+   */
+  socketIp?: () => string | undefined;
   /** Set once the bearer key has been looked up: the tenant, or null for none or a bad key. */
   auth?: { tenant: ResolvedTenant | null };
   tenantId?: string;
