@@ -281,10 +281,27 @@ describe('ids and query strings', () => {
   });
 
   test('unknown or malformed query parameters get 422', async () => {
-    for (const q of ['foo=1', 'limit=abc', 'limit=1.5', 'order=sideways', 'include_archived=yes']) {
+    // Numbers in a query are plain decimal digits: no sign, exponent, base prefix or spaces.
+    const malformed = [
+      'foo=1',
+      'limit=abc',
+      'limit=1.5',
+      'limit=0x10',
+      'limit=1e1',
+      'limit=+5',
+      'limit=%205',
+      'limit=0b11',
+      'limit=',
+      'order=sideways',
+      'include_archived=yes',
+    ];
+    const answers: Record<string, string> = {};
+    for (const q of malformed) {
       const res = await t.call('GET', `/v1/messages?${q}`, { key });
-      expect(res.status).toBe(422);
-      expect(res.json.error.code).toBe('validation_failed');
+      answers[q] = `${res.status} ${res.json?.error?.code}`;
     }
+    expect(answers).toEqual(Object.fromEntries(malformed.map((q) => [q, '422 validation_failed'])));
+    const conversations = await t.call('GET', '/v1/conversations?limit=0x10', { key });
+    expect(conversations.status).toBe(422);
   });
 });

@@ -1,4 +1,12 @@
+import { FormatRegistry } from '@sinclair/typebox';
 import { t } from 'elysia';
+
+/**
+ * Elysia's `t.Integer` reads a query, path or header value as a number when `+value` is an
+ * integer, so `limit=0x10`, `1e1`, `+5`, `0b11` and ` 5` passed as 16, 10, 5, 3 and 5. Its string
+ * form is checked with the `integer` format, set here to plain decimal digits, for every route.
+ */
+FormatRegistry.Set('integer', (value) => /^[0-9]+$/.test(value));
 
 /** Shared schema pieces every module uses, so errors and ids look the same everywhere. */
 export const ErrorResponse = t.Object(
