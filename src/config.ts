@@ -148,10 +148,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     if (value !== undefined && value !== '') raw[key] = value;
   }
   const converted = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, raw));
-  const problems = [...Value.Errors(ConfigSchema, converted)].map(
-    (e) =>
-      `  ${e.path.slice(1) || '(root)'}: ${e.message} (got ${JSON.stringify(raw[e.path.slice(1)])})`,
-  );
+  const problems = [...Value.Errors(ConfigSchema, converted)].map((e) => {
+    const key = e.path.slice(1);
+    return `  ${key || '(root)'}: ${e.message} (got ${shownValue(key, raw[key])})`;
+  });
   if (problems.length > 0) {
     throw new ConfigError(`Invalid configuration:\n${[...new Set(problems)].join('\n')}`);
   }
@@ -173,6 +173,73 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     CURSOR_SECRET: cursorSecret,
     adminKeyGenerated,
   };
+}
+
+/** Variables whose values are secrets: an error message gives only their length. */
+const SECRET_VARIABLES = new Set([
+  'ADMIN_API_KEY',
+  'CURSOR_SECRET',
+  'EMBEDDING_API_KEY',
+  'METRICS_TOKEN',
+]);
+/** Variables holding URLs, which may carry a user and password. */
+const URL_VARIABLES = new Set(['DATABASE_URL', 'REDIS_URL', 'EMBEDDING_URL']);
+const URL_SCHEME = /^[A-Za-z][A-Za-z0-9+.-]{0,30}:\/\//;
+
+/**
+ * A refused value as a configuration error shows it: a secret by its length only, a URL by its
+ * scheme only (a malformed URL cannot be trusted to show where its password is), anything else
+ * as given.
+ */
+function shownValue(key: string, value: unknown): string {
+  if (typeof value !== 'string') return JSON.stringify(value);
+  if (SECRET_VARIABLES.has(key)) return `a secret of ${value.length} characters`;
+  if (URL_VARIABLES.has(key)) {
+    const scheme = URL_SCHEME.exec(value)?.[0];
+    return scheme
+      ? `a URL of ${value.length} characters starting ${JSON.stringify(scheme)}`
+      : `a value of ${value.length} characters`;
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * `text` with every secret of the environment replaced: the values of ADMIN_API_KEY,
+ * CURSOR_SECRET, EMBEDDING_API_KEY and METRICS_TOKEN, and the user information of the URLs.
+ * For messages written at start-up (a fatal error), which may quote what a library was given.
+ */
+export function withoutSecrets(
+  text: string,
+  env: Record<string, string | undefined> = process.env,
+): string {
+  const secrets: string[] = [];
+  for (const key of SECRET_VARIABLES) {
+    const value = env[key];
+    if (value) secrets.push(value);
+  }
+  for (const key of URL_VARIABLES) {
+    const value = env[key];
+    if (!value) continue;
+    // user:password sits between "://" and the last "@" before the path (a password may hold "@").
+    const authority = value.replace(URL_SCHEME, '').split(/[/?#]/)[0] ?? '';
+    const at = authority.lastIndexOf('@');
+    if (at < 0) continue;
+    const userinfo = authority.slice(0, at);
+    const password = userinfo.slice(userinfo.indexOf(':') + 1);
+    for (const s of [userinfo, password]) {
+      if (!s) continue;
+      secrets.push(s);
+      try {
+        secrets.push(decodeURIComponent(s));
+      } catch {}
+    }
+  }
+  let out = text;
+  // Longest first, so a password inside a user:password pair does not leave the rest behind.
+  for (const s of [...new Set(secrets)].sort((a, b) => b.length - a.length)) {
+    if (s.length >= 4) out = out.split(s).join('[redacted]');
+  }
+  return out;
 }
 
 /** Names of every variable the configuration reads. */

@@ -1,5 +1,5 @@
 import { USAGE, UsageError, healthcheck, parseArgs } from './cli';
-import { ConfigError, loadConfig } from './config';
+import { ConfigError, loadConfig, withoutSecrets } from './config';
 import { createLogger } from './logger';
 import { VERSION } from './version';
 
@@ -28,7 +28,7 @@ async function main(): Promise<void> {
     config = loadConfig();
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    process.stderr.write(`threadstore: ${err.message}\n`);
+    process.stderr.write(`threadstore: ${withoutSecrets(err.message)}\n`);
     process.exit(1);
   }
   if (command.kind === 'healthcheck') {
@@ -62,7 +62,9 @@ async function main(): Promise<void> {
 
 main().catch((err) => {
   process.stderr.write(
-    `threadstore: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    // A start-up failure (the database unreachable, a migration refused): its message helps the
+    // operator, and may quote a URL with its password, so the environment's secrets are cut out.
+    `threadstore: fatal: ${withoutSecrets(err instanceof Error ? (err.stack ?? err.message) : String(err))}\n`,
   );
   process.exit(1);
 });

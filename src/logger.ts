@@ -39,7 +39,8 @@ const CENSOR = '[redacted]';
 /**
  * Defence in depth: secrets and message content are never logged even if passed by mistake.
  * A check of the line's own keys (and its objects' keys), copying only when something must be
- * censored; pino's path-based `redact` re-parsed its paths on every line.
+ * censored; pino's path-based `redact` re-parsed its paths on every line. An error under a key
+ * other than `err` (which has its serializer) is written as `serializeError` writes it.
  */
 export function redactSecrets(line: Record<string, unknown>): Record<string, unknown> {
   let out = line;
@@ -48,6 +49,8 @@ export function redactSecrets(line: Record<string, unknown>): Record<string, unk
     let censored: unknown = value;
     if (SECRET_KEYS.has(key)) {
       censored = CENSOR;
+    } else if (value instanceof Error && key !== 'err') {
+      censored = serializeError(value);
     } else if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
       const nested = value as Record<string, unknown>;
       for (const inner in nested) {
@@ -62,6 +65,173 @@ export function redactSecrets(line: Record<string, unknown>): Record<string, unk
     }
   }
   return out;
+}
+
+/** An error as a log line shows it: what failed and where, never a value. */
+export interface LoggedError {
+  /** Class name, e.g. DrizzleQueryError, PostgresError, TypeError. */
+  type: string;
+  /** SQLSTATE, driver or system code (23505, ECONNREFUSED, database_busy). */
+  code?: string;
+  /** HTTP status of an error that has one (an embeddings API answer, an AppError). */
+  status?: number;
+  /** PostgreSQL's names of what the error is about: schema objects, never values. */
+  constraint?: string;
+  table?: string;
+  column?: string;
+  data_type?: string;
+  /** The PostgreSQL function that raised it, e.g. timestamptz_in. */
+  routine?: string;
+  syscall?: string;
+  /** The failed statement's verb and first table, e.g. "insert messages". */
+  statement?: string;
+  /** Stack frames only: the first line of a stack repeats the message. */
+  stack?: string;
+  cause?: LoggedError;
+}
+
+const SERIALIZED = Symbol('threadstore.serializedError');
+/** Links of a cause chain written (drizzle → postgres.js is two). */
+const MAX_CAUSE_DEPTH = 4;
+const MAX_FRAMES = 12;
+/** A stack frame as JavaScriptCore and V8 print it, ending in a position or a native marker. */
+const FRAME = /^\s+at \S.{0,400}(?::\d+:\d+\)?|\((?:native|unknown)\))$/;
+/** Identifier-shaped names only: a field that could carry anything else is left out. */
+const NAME = /^[A-Za-z_][\w$.-]{0,62}$/;
+/** SQLSTATEs (22008), driver codes (CONNECTION_CLOSED) and AppError codes (database_busy). */
+const CODE = /^[A-Za-z0-9_.-]{1,64}$/;
+/** SQL read for a statement's name: its start holds the verb and table. */
+const STATEMENT_SCAN_CHARS = 4000;
+/** Parentheses, string literals (skipped), quoted identifiers and words of SQL text. */
+const SQL_TOKEN = /'(?:[^']|'')*'|"([^"]{1,63})"|([A-Za-z_][\w$]*)|[()]/g;
+const VERBS = new Set(['select', 'insert', 'update', 'delete', 'merge', 'copy']);
+
+function nameField(value: unknown): string | undefined {
+  return typeof value === 'string' && NAME.test(value) ? value : undefined;
+}
+
+/**
+ * The statement an error came from, by verb and table ("select message_search", "insert
+ * messages"), read from the SQL text drizzle and postgres.js attach: the words outside
+ * parentheses and quotes, so a WITH prefix is passed over. The text itself is never logged:
+ * drizzle's message and `params` hold every bound value (search queries, content, ids), and
+ * PostgreSQL's messages quote the values they refuse.
+ */
+function statementName(sqlText: unknown): string | undefined {
+  if (typeof sqlText !== 'string') return undefined;
+  const words: string[] = [];
+  let depth = 0;
+  for (const m of sqlText.slice(0, STATEMENT_SCAN_CHARS).matchAll(SQL_TOKEN)) {
+    const [token, quoted, word] = m;
+    if (token === '(') depth++;
+    else if (token === ')') depth--;
+    else if (depth === 0 && (quoted ?? word)) words.push(quoted ?? word!.toLowerCase());
+  }
+  const verbAt = words.findIndex((w) => VERBS.has(w));
+  if (verbAt < 0) return nameField(words[0]);
+  const verb = words[verbAt]!;
+  const tableAt =
+    verb === 'update'
+      ? verbAt + 1
+      : words.findIndex((w, i) => i > verbAt && /^(from|into)$/.test(w)) + 1;
+  const table = tableAt > 0 ? nameField(words[tableAt]) : undefined;
+  return table ? `${verb} ${table}` : verb;
+}
+
+/** Stack frames of an error, without its first line(s): those repeat the message. */
+function framesOf(err: Error): string | undefined {
+  if (typeof err.stack !== 'string') return undefined;
+  let rest = err.stack;
+  const message = typeof err.message === 'string' ? err.message : '';
+  const at = message ? rest.indexOf(message) : -1;
+  if (at >= 0) rest = rest.slice(at + message.length);
+  const frames = rest
+    .split('\n')
+    .filter((line) => FRAME.test(line))
+    .slice(0, MAX_FRAMES);
+  return frames.length > 0 ? frames.join('\n') : undefined;
+}
+
+/**
+ * The one way an error reaches a log line (pino's `err` serializer, and any error under another
+ * key): class, SQLSTATE or code, constraint and the other names PostgreSQL gives, the statement
+ * by verb and table, the stack frames, and the same for its causes. Never the message, the SQL
+ * text, bound parameters, PostgreSQL's detail or hint, or any other field: those carry message
+ * content, search queries, metadata, ids and key material.
+ */
+export function serializeError(err: unknown, depth = 0): LoggedError {
+  if (err === null || typeof err !== 'object') {
+    // A thrown string or number may be anything at all.
+    return { type: err === null ? 'null' : typeof err };
+  }
+  if ((err as { [SERIALIZED]?: true })[SERIALIZED]) return err as LoggedError;
+  const e = err as Record<string, unknown>;
+  const out: LoggedError = {
+    type: nameField(err.constructor?.name) ?? nameField(e.name) ?? 'Object',
+  };
+  Object.defineProperty(out, SERIALIZED, { value: true });
+  const code =
+    typeof e.code === 'number'
+      ? String(e.code)
+      : typeof e.code === 'string' && CODE.test(e.code)
+        ? e.code
+        : undefined;
+  if (code) out.code = code;
+  if (typeof e.status === 'number') out.status = e.status;
+  const constraint = nameField(e.constraint_name ?? e.constraint);
+  if (constraint) out.constraint = constraint;
+  const table = nameField(e.table_name ?? e.table);
+  if (table) out.table = table;
+  const column = nameField(e.column_name ?? e.column);
+  if (column) out.column = column;
+  const dataType = nameField(e.data_type_name ?? e.dataType);
+  if (dataType) out.data_type = dataType;
+  const routine = nameField(e.routine);
+  if (routine) out.routine = routine;
+  const syscall = nameField(e.syscall);
+  if (syscall) out.syscall = syscall;
+  const statement = statementName(e.query);
+  if (statement) out.statement = statement;
+  if (err instanceof Error) {
+    const stack = framesOf(err);
+    if (stack) out.stack = stack;
+  }
+  if (e.cause !== undefined && depth < MAX_CAUSE_DEPTH) {
+    out.cause = serializeError(e.cause, depth + 1);
+  }
+  return out;
+}
+
+/**
+ * An error in one line of text with no value in it, for the places that keep a failure as a
+ * string (a retention run's `error`, a message's `embedding_error`): class and code of each
+ * link of the cause chain, and the statement, e.g.
+ * "DrizzleQueryError: PostgresError 57014 (select messages)".
+ */
+export function errorSummary(err: unknown): string {
+  const parts: string[] = [];
+  let statement: string | undefined;
+  for (let e: LoggedError | undefined = serializeError(err); e; e = e.cause) {
+    parts.push(e.code ? `${e.type} ${e.code}` : e.type);
+    statement ??= e.statement;
+  }
+  return parts.join(': ') + (statement ? ` (${statement})` : '');
+}
+
+/**
+ * pino takes an error's message as the line's `msg` when none is given (`logger.error(err)`,
+ * `logger.warn({ err })`); the message may hold SQL parameters. The line gets the class name
+ * instead.
+ */
+function logMethod(this: pino.Logger, args: unknown[], method: (...a: unknown[]) => void): void {
+  const first = args[0];
+  if (args.length === 1 && first !== null && typeof first === 'object') {
+    const err = first instanceof Error ? first : (first as { err?: unknown }).err;
+    if (err !== undefined && (first instanceof Error || !('msg' in first))) {
+      return method.apply(this, [first, `error (${serializeError(err).type})`]);
+    }
+  }
+  return method.apply(this, args);
 }
 
 /** Most a buffered log waits before it is written, ms. */
@@ -102,6 +272,8 @@ export function createLogger(level: string, destination?: pino.DestinationStream
       base: undefined,
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }), log: redactSecrets },
+      serializers: { err: serializeError },
+      hooks: { logMethod },
     },
     destination ?? bufferedStdout(),
   );

@@ -155,11 +155,20 @@ describe('storing a batch', () => {
       expect(res.json.error.code).toBe('internal_error');
       expect(res.text).not.toContain('refused by test trigger');
       expect(await countMessages(id)).toBe(0);
-      // The unexpected failure is logged with its stack under the request id.
-      const logged = t.logs.lines.find(
+      // The unexpected failure is logged under the request id with its class, SQLSTATE,
+      // statement and stack frames, and none of the message texts (which quote values).
+      const index = t.logs.lines.findIndex(
         (l) => l.msg === 'unhandled error' && l.request_id === res.json.error.request_id,
-      ) as { err?: { stack?: string } } | undefined;
-      expect(logged?.err?.stack).toContain('refused by test trigger');
+      );
+      const logged = t.logs.lines[index] as { err?: Record<string, any> } | undefined;
+      expect(logged?.err).toMatchObject({
+        type: 'PostgresError',
+        code: 'P0001',
+        statement: 'insert messages',
+      });
+      expect(logged?.err?.stack).toContain(' at ');
+      expect(t.logs.raw[index]).not.toContain('refused by test trigger');
+      expect(t.logs.raw[index]).not.toContain(marker);
     } finally {
       await t.db.execute(sql.raw(`drop trigger if exists test_refuse_marked on messages`));
     }

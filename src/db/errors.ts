@@ -1,4 +1,4 @@
-import { AppError } from '../lib/errors';
+import { AppError, payloadTooLarge, validationFailed } from '../lib/errors';
 
 /** Seconds a client should wait before retrying when the database is unavailable. */
 const RETRY_AFTER_SECONDS = '2';
@@ -22,9 +22,30 @@ const CONNECTION_CODES = new Set([
 const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300', '53400']);
 
 /**
+ * What the client is told about a value PostgreSQL refused (SQLSTATE class 22, data exception),
+ * by SQLSTATE. Never the value itself, nor PostgreSQL's own message, which quotes it.
+ */
+const DATA_EXCEPTION_MESSAGES: Record<string, string> = {
+  '22007': 'A time in the request is outside what the database can store',
+  '22008': 'A time in the request is outside what the database can store',
+  '22003': 'A number in the request is out of range',
+  '22001': 'A value in the request is too long',
+  '22021': 'A string in the request holds characters the database cannot store',
+  '22P05': 'A string in the request holds characters the database cannot store',
+  '22P02': 'A value in the request is not in the form the database expects',
+};
+const DATA_EXCEPTION_DEFAULT = 'A value in the request cannot be stored';
+
+/** SQLSTATE 54000: a row, index entry or tsvector larger than PostgreSQL can hold. */
+const PROGRAM_LIMIT_EXCEEDED = '54000';
+
+/**
  * Maps a database failure to the API's error deliberately: unreachable or restarting servers to
- * 503 with Retry-After, statement timeouts to 503, constraint races to 409. Anything else is left
- * to the caller (it becomes a logged 500). Drizzle wraps driver errors, so the cause chain is walked.
+ * 503 with Retry-After, statement timeouts to 503, constraint races to 409, values PostgreSQL
+ * refuses (data exceptions, not-null and check violations) to 422, and values too large for it
+ * (class 54, program limit exceeded) to 413 or 422. Validation is meant to catch all of those
+ * first; this is the net under it, so no input becomes a 500. Anything else is left to the
+ * caller (it becomes a logged 500). Drizzle wraps driver errors, so the cause chain is walked.
  */
 export function mapDatabaseError(err: unknown): AppError | null {
   for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as Error).cause, depth++) {
@@ -58,8 +79,34 @@ export function mapDatabaseError(err: unknown): AppError | null {
         'The request conflicts with a concurrent change; retry it',
       );
     }
+    if (code.length === 5 && code.startsWith('22')) {
+      return validationFailed(DATA_EXCEPTION_MESSAGES[code] ?? DATA_EXCEPTION_DEFAULT);
+    }
+    if (code === '23502' || code === '23514') {
+      return validationFailed('A value in the request breaks a rule of the database');
+    }
+    if (code === PROGRAM_LIMIT_EXCEEDED) {
+      return payloadTooLarge('A value in the request is too large for the database to store');
+    }
+    if (code.length === 5 && code.startsWith('54')) {
+      // 54001 (statement too complex, e.g. a nesting too deep for the planner) and the like.
+      return validationFailed('The request is too complex for the database');
+    }
   }
   return null;
+}
+
+/**
+ * Whether a mapped database error is one validation should have caught: a value PostgreSQL
+ * refused (SQLSTATE class 22, 23502, 23514, class 54). Logged as a warning, without the value,
+ * so a gap in validation shows in the log although the client got a 4xx.
+ */
+export function isRefusedValue(err: unknown): boolean {
+  const code = errorCodeOf(err) ?? '';
+  return (
+    code.length === 5 &&
+    (code.startsWith('22') || code.startsWith('54') || code === '23502' || code === '23514')
+  );
 }
 
 /** The SQLSTATE (or driver code) of a database error, looking through drizzle's wrapping. */

@@ -9,6 +9,14 @@ import type { Database, DatabaseHandle } from './types';
 const SEARCH_SETUP_LOCK_KEY = 0x7473736561726368n;
 /** Rows changed per statement when search data is rebuilt, so no statement runs for long. */
 const REBUILD_BATCH = 5000;
+/**
+ * Characters of a message's content that full-text search indexes. A tsvector holds at most
+ * 1 MB, and measured on PostgreSQL 15 one-letter words of a multibyte script take 6 bytes of
+ * tsvector per character (a CJK character and a space: 12 bytes), so content above about
+ * 170,000 characters could not be stored at all (SQLSTATE 54000) once MAX_CONTENT_CHARS allows
+ * it. Content up to this length is indexed whole; what follows is stored but not searchable.
+ */
+export const FULLTEXT_INDEXED_CHARS = 100_000;
 
 /** The embedding model and dimension stored vectors were made with. */
 interface EmbeddingSetting {
@@ -151,7 +159,7 @@ async function ensureLanguage(db: Database, language: string, logger: Logger): P
   for (;;) {
     const rows = rowsOf<{ id: string }>(
       await db.execute(sql`update message_search s
-        set tsv = to_tsvector(${language}::regconfig, m.content)
+        set tsv = to_tsvector(${language}::regconfig, left(m.content, ${FULLTEXT_INDEXED_CHARS}))
         from messages m
         where m.id = s.message_id and s.message_id in (
           select message_id from message_search where message_id > ${after}::uuid
@@ -178,7 +186,9 @@ async function defineIndexTrigger(db: Database, language: string, status: string
       language plpgsql as $fn$
       begin
         insert into message_search (message_id, tenant_id, tsv, embedding_status)
-        select n.id, n.tenant_id, to_tsvector('${language}'::regconfig, n.content), '${status}'
+        select n.id, n.tenant_id,
+          to_tsvector('${language}'::regconfig, left(n.content, ${FULLTEXT_INDEXED_CHARS})),
+          '${status}'
         from inserted n;
         return null;
       end $fn$`),

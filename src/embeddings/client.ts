@@ -15,6 +15,7 @@ import {
   wrap,
 } from 'cockatiel';
 import type { Config } from '../config';
+import { errorSummary } from '../logger';
 import { EmbeddingsUnavailableError, type QueryEmbedder } from './types';
 
 /** First retry delay of the background worker; doubles each attempt, with jitter. */
@@ -268,10 +269,22 @@ function providerMessage(text: string): string {
   return text.slice(0, 300) || 'no body';
 }
 
-/** A short, secret-free description of a failure. */
+/**
+ * A short, secret-free description of a failure. A database error is described by class and
+ * SQLSTATE only: drizzle's message holds the SQL and its parameters (ids, vectors).
+ */
 export function describe(err: unknown): string {
   if (err instanceof BrokenCircuitError) return 'circuit open after repeated failures';
   if (err instanceof TaskCancelledError) return 'timed out';
+  if (isDatabaseError(err)) return errorSummary(err);
   if (err instanceof Error) return err.message.slice(0, 300);
   return String(err).slice(0, 300);
+}
+
+/** Whether a failure came from a query: drizzle and the drivers attach the SQL text to it. */
+function isDatabaseError(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as Error).cause, depth++) {
+    if (typeof e === 'object' && 'query' in e) return true;
+  }
+  return false;
 }

@@ -58,7 +58,7 @@ export class EmbeddingWorker {
         if (!this.client.isCoolingDown()) claimed = await this.runOnce();
       } catch (err) {
         // The database is away or the claim failed: wait and try again.
-        this.logger.warn({ err: describe(err) }, 'embedding worker iteration failed');
+        this.logger.warn({ err }, 'embedding worker iteration failed');
       }
       // A full batch means more is waiting: go on at once. Otherwise poll.
       if (claimed < this.config.EMBEDDING_BATCH_SIZE)

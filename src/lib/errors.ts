@@ -41,3 +41,6 @@ export const notFound = (what: string) => new AppError(404, 'not_found', `${what
 
 export const validationFailed = (message: string, details?: unknown) =>
   new AppError(422, 'validation_failed', message, details);
+
+export const payloadTooLarge = (message: string, details?: unknown) =>
+  new AppError(413, 'payload_too_large', message, details);

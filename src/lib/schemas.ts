@@ -21,8 +21,19 @@ export const ErrorResponse = t.Object(
   { description: 'The one error body of the API' },
 );
 
+/**
+ * The one spelling of a UUID the API accepts: 8-4-4-4-12 hexadecimal digits, in either case.
+ * Elysia's `uuid` format also takes a `urn:uuid:` prefix, which PostgreSQL's uuid type rejects
+ * (and PostgreSQL takes braces and missing hyphens, which this refuses): the format is set to
+ * this pattern too, so every schema that says `format: 'uuid'` agrees with the column type.
+ */
+export const UUID_PATTERN =
+  '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$';
+const uuidText = new RegExp(UUID_PATTERN);
+FormatRegistry.Set('uuid', (value) => uuidText.test(value));
+
 /** A UUID the caller sends: validated as one. */
-export const Uuid = t.String({ format: 'uuid', description: 'A UUID' });
+export const Uuid = t.String({ format: 'uuid', pattern: UUID_PATTERN, description: 'A UUID' });
 export const IdParams = t.Object({ id: Uuid }, { additionalProperties: false });
 
 // Shapes of what the API returns carry no `format`: the server produces these values itself,

@@ -1,9 +1,12 @@
 /**
- * The earliest instant a request may name. JavaScript writes year 0 as "0000-…" and earlier
- * years with a sign ("-000001-…"), and PostgreSQL rejects both: without this bound such a time
- * reached the database and came back as a 500.
+ * The earliest and latest instants a request may name, in UTC: years 0001 to 9999. JavaScript
+ * writes years outside them with a sign ("-000001-…", "+010000-…") or as "0000-…", and
+ * PostgreSQL rejects all three: without these bounds such a time reached the database and came
+ * back as a 500. The bounds apply after the offset, so "9999-12-31T23:59:59-23:59" (year 10000
+ * in UTC) is refused while its fields look fine.
  */
 const EARLIEST_MS = Date.parse('0001-01-01T00:00:00Z');
+const LATEST_MS = Date.parse('9999-12-31T23:59:59.999Z');
 const RFC3339_PARTS = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2}))?/;
 
 /**
@@ -36,10 +39,12 @@ function isCalendarTime(text: string): boolean {
 
 /**
  * A time from a request as a Date, or null when it is not a real calendar time or cannot be
- * stored and compared in PostgreSQL. The schema has already checked the RFC 3339 form.
+ * stored and compared in PostgreSQL (outside years 0001–9999 UTC). The schema has already
+ * checked the RFC 3339 form. Every route that takes a time reads it through here.
  */
 export function parseRequestTime(text: string): Date | null {
   const date = new Date(text);
-  if (!isCalendarTime(text) || !(date.getTime() >= EARLIEST_MS)) return null;
+  const ms = date.getTime();
+  if (!isCalendarTime(text) || !(ms >= EARLIEST_MS && ms <= LATEST_MS)) return null;
   return date;
 }

@@ -1,5 +1,5 @@
 import { Elysia, ParseError, ValidationError } from 'elysia';
-import { mapDatabaseError } from '../db/errors';
+import { isRefusedValue, mapDatabaseError } from '../db/errors';
 import { AppError, type ErrorCode } from '../lib/errors';
 import type { Logger } from '../logger';
 import { type RequestState, requestState } from './request-id';
@@ -56,6 +56,13 @@ export function describeError(
     logger.error(
       { request_id: state.id, tenant_id: state.tenantId, tool: state.tool, err: error },
       'unhandled error',
+    );
+  } else if (appError.status < 500 && isRefusedValue(error)) {
+    // The client gets a 4xx, but validation let through something PostgreSQL refused: worth
+    // a warning (class and SQLSTATE only, as every logged error), so the gap can be closed.
+    logger.warn(
+      { request_id: state.id, tool: state.tool, code: appError.code, err: error },
+      'the database refused a value that passed validation',
     );
   } else if (appError.status >= 500 && !LOGGED_AT_SOURCE.has(appError.code)) {
     logger.warn(

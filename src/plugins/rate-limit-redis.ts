@@ -91,7 +91,7 @@ export class RedisRateLimitStore implements RateLimitStore {
       this.noteFailure(err);
       if (up === false) return;
       up = false;
-      logger?.warn({ err: err.message }, 'Redis unreachable; reconnecting in the background');
+      logger?.warn({ err }, 'Redis unreachable; reconnecting in the background');
     });
     client.on('ready', () => {
       this.failing = false;
@@ -185,7 +185,13 @@ export class RedisRateLimitStore implements RateLimitStore {
         run(),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
-            () => reject(new Error(`Redis did not answer within ${this.timeoutMs} ms`)),
+            () =>
+              reject(
+                // The code says what happened in the log, which shows no error messages.
+                Object.assign(new Error(`Redis did not answer within ${this.timeoutMs} ms`), {
+                  code: 'REDIS_TIMEOUT',
+                }),
+              ),
             this.timeoutMs,
           );
         }),

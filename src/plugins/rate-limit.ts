@@ -77,7 +77,7 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
         {
           request_id: requestId,
           budget,
-          err: err instanceof Error ? err.message : String(err),
+          err,
           // Failures since the last warning that were not logged one by one.
           unlogged,
         },

@@ -2,7 +2,7 @@ import { sql } from 'drizzle-orm';
 import type { Config } from '../config';
 import { rowsOf } from '../db/migrate';
 import type { Database, DatabaseHandle } from '../db/types';
-import type { Logger } from '../logger';
+import { errorSummary, type Logger } from '../logger';
 import type { Metrics } from '../metrics';
 import { tryAdvisoryLock } from './lock';
 import {
@@ -141,7 +141,7 @@ export async function runRetention(
           signal: options.signal,
         });
       } catch (err) {
-        result.error = err instanceof Error ? err.message : String(err);
+        result.error = errorSummary(err);
         result.complete = false;
       }
       finish();
@@ -152,7 +152,7 @@ export async function runRetention(
     if (!locked.acquired) return skip(finish());
   } catch (err) {
     // Could not even open the lock's connection.
-    result.error = err instanceof Error ? err.message : String(err);
+    result.error = errorSummary(err);
     finish();
   } finally {
     state.running = false;
