@@ -1,5 +1,7 @@
 // Property-based fuzzing of every route (fast-check): hostile bodies, paths, queries, cursors,
-// keys and headers. Replay a run with FUZZ_SEED=<the seed printed below>.
+// keys and headers; times at both ends of the range, ids in every UUID spelling, content at the
+// size limit in multibyte scripts. A marker planted in every content, query and metadata value
+// must never reach a log line. Replay a run with FUZZ_SEED=<the seed printed below>.
 import { afterAll, describe, expect, test } from 'bun:test';
 import { sql } from 'drizzle-orm';
 import fc from 'fast-check';
@@ -13,6 +15,7 @@ import {
   routeSpecs,
   strayRequest,
 } from './support/fuzz';
+import { edgeRequest, fuzzMarker, linesWithMarker } from './support/fuzz-values';
 
 const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : Date.now() % 2 ** 31;
 console.log(`fuzz seed ${SEED} (replay: FUZZ_SEED=${SEED} bun test test/fuzz.test.ts)`);
@@ -28,12 +31,17 @@ const SLOW_ROUTES: Record<string, number> = {
   '/docs': 40,
 };
 const STRAY_BATCHES = 200;
+/** Batches of otherwise valid requests with one value at an edge (see support/fuzz-values.ts). */
+const EDGE_BATCHES = 150;
 const MIN_REQUESTS = 10_000;
 /** Small, so that over-size bodies are cheap to generate. */
 const MAX_BODY_BYTES = 256 * 1024;
 
-// An app of its own: only errors are logged, so any log line at all is a finding.
-const t = await buildTestApp({ LOG_LEVEL: 'error', MAX_BODY_BYTES: String(MAX_BODY_BYTES) });
+const MARKER = fuzzMarker(SEED);
+
+// An app of its own, logging every request: no line may hold the marker, and an error line or
+// a value the database refused after validation is a finding.
+const t = await buildTestApp({ LOG_LEVEL: 'info', MAX_BODY_BYTES: String(MAX_BODY_BYTES) });
 afterAll(() => t.close());
 
 const must = async (res: Promise<{ status: number; json: any; text: string }>, status: number) => {
@@ -103,6 +111,7 @@ const fixture: Fixture = {
   rotatedOutKey: rotated.api_key,
   maxBodyBytes: MAX_BODY_BYTES,
   maxContentChars: t.config.MAX_CONTENT_CHARS,
+  marker: MARKER,
 };
 /** Nothing any request of the fuzzer gets back may contain these. */
 const secrets = [
@@ -150,6 +159,8 @@ async function snapshot(): Promise<{ fuzzed: string; bystander: string }> {
 const bystander = (await snapshot()).bystander;
 let baseline = await snapshot();
 let sent = 0;
+/** Log lines already checked for the marker. */
+let logsChecked = 0;
 const statuses = new Map<number, number>();
 
 /**
@@ -166,6 +177,10 @@ async function sendBatch(batch: FuzzRequest[]) {
     sent++;
     statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
     outcomes.push(`${req.method} ${req.path.slice(0, 80)} -> ${res.status}`);
+    // Lines are written to the capture synchronously: these are the request's own.
+    const leaked = linesWithMarker(t.logs.raw.slice(logsChecked), MARKER);
+    logsChecked = t.logs.raw.length;
+    expect(leaked, `logged a planted value: ${outcomes.join('; ')}`).toEqual([]);
     checkResponse(req, res, secrets);
     if (req.method === 'GET' || req.method === 'HEAD') continue;
     wrote = true;
@@ -197,6 +212,13 @@ describe('fuzzed requests to every route never get a 5xx, and refusals change no
     }, 60_000);
   }
 
+  test('times at the ends of the range, id spellings and content at the limit', async () => {
+    await fc.assert(
+      fc.asyncProperty(batchOf(edgeRequest(fixture)), sendBatch),
+      params(EDGE_BATCHES),
+    );
+  }, 60_000);
+
   test('unknown routes and methods get 404 in the error shape', async () => {
     await fc.assert(
       fc.asyncProperty(batchOf(strayRequest(fixture)), sendBatch),
@@ -206,12 +228,21 @@ describe('fuzzed requests to every route never get a 5xx, and refusals change no
 });
 
 describe('after the fuzzing', () => {
-  test('the app still answers and logged no error', async () => {
+  test('the app still answers, logged no error and no planted value', async () => {
     console.log(`fuzz: ${sent} requests, statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
     expect(sent).toBeGreaterThanOrEqual(MIN_REQUESTS);
     expect((await t.call('GET', '/livez')).status).toBe(200);
     expect((await t.call('GET', '/readyz')).status).toBe(200);
-    expect(t.logs.lines).toEqual([]);
+    await Bun.sleep(10);
+    const findings = t.logs.lines.filter(
+      (l) =>
+        l.level === 'error' ||
+        l.level === 'fatal' ||
+        l.msg === 'the database refused a value that passed validation',
+    );
+    expect(findings).toEqual([]);
+    expect(t.logs.lines.length).toBeGreaterThanOrEqual(sent);
+    expect(linesWithMarker(t.logs.raw, MARKER)).toEqual([]);
   });
 
   test("the bystander's data is all there, unchanged", async () => {

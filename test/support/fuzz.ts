@@ -1,6 +1,7 @@
 // Generators of hostile requests for test/fuzz.test.ts (its oracle: fuzz-oracle.ts).
 import fc from 'fast-check';
 import { ADMIN_KEY } from './app';
+import { extremeTime, limitContent, planted, plantedJson, uuidSpelling } from './fuzz-values';
 
 /** Who an Authorization header authenticates as, by construction of the generator. */
 export type AuthAs = 'tenant' | 'admin' | 'disabled' | 'nobody';
@@ -33,6 +34,8 @@ export interface Fixture {
   rotatedOutKey: string;
   maxBodyBytes: number;
   maxContentChars: number;
+  /** Planted in every content, query and metadata value: no log line may contain it. */
+  marker: string;
 }
 
 /** Strings that have broken parsers, databases and templates before. */
@@ -164,13 +167,17 @@ const message = (f: Fixture) =>
           fc.constantFrom('user', 'assistant', 'system', 'tool'),
           fc.constantFrom('User', 'admin', ''),
         ),
-        content: hostileString,
+        content: fc.oneof(
+          { weight: 5, arbitrary: planted(hostileString, f.marker) },
+          { weight: 1, arbitrary: limitContent(f.maxContentChars, f.marker) },
+        ),
         name: hostileString,
         tool_call_id: hostileString,
         tool_calls: fc.array(fc.dictionary(fc.string(), anyJson, { maxKeys: 2 }), { maxLength: 2 }),
-        metadata: fc.dictionary(hostileString, anyJson, { maxKeys: 3 }),
+        metadata: plantedJson(fc.dictionary(hostileString, anyJson, { maxKeys: 3 }), f.marker),
         created_at: fc.oneof(
           fc.date({ noInvalidDate: true }).map((d) => d.toISOString()),
+          extremeTime,
           fc.constantFrom(
             '0000-01-01T00:00:00Z',
             '-000001-01-01T00:00:00Z',
@@ -204,22 +211,31 @@ const bodies = (f: Fixture) => ({
     f,
     fc.record(
       {
-        query: fc.oneof(fc.constantFrom(...f.b.words), hostileString),
+        // The bystander's words still match its messages if isolation fails: `or` the marker.
+        query: fc.oneof(
+          fc.constantFrom(...f.b.words).map((w) => `${w} or ${f.marker}`),
+          planted(hostileString, f.marker),
+        ),
         mode: fc.constantFrom('hybrid', 'semantic', 'fulltext', 'HYBRID'),
         limit: fc.oneof(fc.integer({ min: -5, max: 60 }), fc.constantFrom('5', 1.5)),
         include_archived: fc.oneof(fc.boolean(), fc.constant('true')),
         conversation_id: conversationId(f),
-        created_after: fc.constantFrom(
-          '2020-01-01T00:00:00Z',
-          '0000-01-01T00:00:00Z',
-          '2024/01/02',
+        created_after: fc.oneof(
+          fc.constantFrom('2020-01-01T00:00:00Z', '0000-01-01T00:00:00Z', '2024/01/02'),
+          extremeTime,
         ),
-        created_before: fc.constantFrom('2100-01-01T00:00:00+01:00', '2024-02-30T00:00:00Z'),
-        metadata: fc.oneof(fc.dictionary(hostileString, anyJson, { maxKeys: 2 }), deepValue),
+        created_before: fc.oneof(
+          fc.constantFrom('2100-01-01T00:00:00+01:00', '2024-02-30T00:00:00Z'),
+          extremeTime,
+        ),
+        metadata: plantedJson(
+          fc.oneof(fc.dictionary(hostileString, anyJson, { maxKeys: 2 }), deepValue),
+          f.marker,
+        ),
       },
       { requiredKeys: ['query'] },
     ),
-    ['query', 'mode', 'limit', 'conversation_id', 'created_after', 'metadata'],
+    ['query', 'mode', 'limit', 'conversation_id', 'created_after', 'created_before', 'metadata'],
   ),
   createTenant: mutated(
     f,
@@ -259,7 +275,13 @@ const bodies = (f: Fixture) => ({
     fc.record({ grace_seconds: fc.oneof(fc.integer({ min: -1, max: 700_000 }), fc.constant('5')) }),
     ['grace_seconds'],
   ),
-  retry: mutated(f, fc.record({ tenant_id: fc.oneof(fc.uuid(), hostileString) }), ['tenant_id']),
+  retry: mutated(
+    f,
+    fc.record({
+      tenant_id: fc.oneof(fc.uuid(), uuidSpelling([f.victimId], false), hostileString),
+    }),
+    ['tenant_id'],
+  ),
 });
 
 type BodyKind = keyof ReturnType<typeof bodies>;
@@ -400,6 +422,7 @@ const uuidish = (ids: string[]) =>
   fc.oneof(
     { weight: 3, arbitrary: fc.constantFrom(...ids) },
     { weight: 2, arbitrary: fc.uuid() },
+    { weight: 2, arbitrary: uuidSpelling(ids, true) },
     fc.constantFrom(
       '00000000-0000-0000-0000-000000000000',
       'ffffffff-ffff-ffff-ffff-ffffffffffff',
@@ -636,7 +659,7 @@ export function routeRequest(f: Fixture, spec: RouteSpec): fc.Arbitrary<FuzzRequ
 const REPORT_MAX_CHARS = 300;
 
 /** Makes fast-check report a failing request readably (bodies and headers can be 60 KB). */
-function printable(req: FuzzRequest): FuzzRequest {
+export function printable(req: FuzzRequest): FuzzRequest {
   const cut = (_k: string, v: unknown) => {
     if (v instanceof Uint8Array) return `<bytes ${Buffer.from(v).toString('hex')}>`;
     if (typeof v === 'string' && v.length > REPORT_MAX_CHARS) {
