@@ -297,3 +297,56 @@ export function edgeRequest(f: Fixture): fc.Arbitrary<FuzzRequest> {
     },
   );
 }
+
+/**
+ * MCP tool calls that are valid in every other respect and carry one value at an edge: a time
+ * of search_messages or add_messages, an id spelling of get_message or delete_message, content
+ * at the size limit. Planted with the marker like the HTTP ones.
+ */
+export function mcpEdgeCall(
+  ids: readonly string[],
+  maxContentChars: number,
+  marker: string,
+): fc.Arbitrary<{ name: string; arguments: Record<string, unknown> }> {
+  const time = fc.option(extremeTime, { nil: undefined });
+  const metadata = plantedJson(
+    fc.dictionary(fc.string({ maxLength: 8 }), fc.string(), { maxKeys: 2 }),
+    marker,
+  );
+  const message = fc.record(
+    {
+      role: fc.constantFrom('user', 'assistant'),
+      content: fc.oneof(
+        planted(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 40 }), marker),
+        limitContent(maxContentChars, marker),
+      ),
+      metadata,
+      created_at: time,
+    },
+    { requiredKeys: ['role', 'content'] },
+  );
+  const call = (name: string) => (args: Record<string, unknown>) => ({ name, arguments: args });
+  return fc.oneof(
+    fc
+      .record(
+        {
+          query: planted(fc.constantFrom('hello', 'a message'), marker),
+          mode: fc.constant('fulltext'),
+          created_after: time,
+          created_before: time,
+          metadata,
+        },
+        { requiredKeys: ['query'] },
+      )
+      .map(call('search_messages')),
+    fc
+      .record({
+        conversation_id: fc.constant('mcp-edge'),
+        messages: fc.array(message, { minLength: 1, maxLength: 2 }),
+      })
+      .map(call('add_messages')),
+    fc
+      .tuple(fc.constantFrom('get_message', 'delete_message'), uuidSpelling(ids, false))
+      .map(([name, id]) => call(name)({ id })),
+  );
+}
