@@ -49,8 +49,9 @@ export function redactSecrets(line: Record<string, unknown>): Record<string, unk
     let censored: unknown = value;
     if (SECRET_KEYS.has(key)) {
       censored = CENSOR;
-    } else if (value instanceof Error && key !== 'err') {
-      censored = serializeError(value);
+    } else if (value instanceof Error) {
+      // Under `err` the serializer takes it whole; its fields are not looked into here.
+      if (key !== 'err') censored = serializeError(value);
     } else if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
       const nested = value as Record<string, unknown>;
       for (const inner in nested) {

@@ -82,6 +82,11 @@ describe('the error serializer', () => {
       statement: 'insert api_keys',
     });
     expect(out.code).toBeUndefined();
+    // An error with a field the log censors by name is still written as an error.
+    const logs = new LogCapture();
+    createLogger('info', logs).error({ err: Object.assign(err, { content: MARKER }) }, 'x');
+    expect(logs.raw[0]).not.toContain(MARKER);
+    expect(logs.lines[0]!.err).toMatchObject({ type: 'Error', statement: 'insert api_keys' });
   });
 });
 

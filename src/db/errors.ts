@@ -28,6 +28,8 @@ const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300', '5340
 const DATA_EXCEPTION_MESSAGES: Record<string, string> = {
   '22007': 'A time in the request is outside what the database can store',
   '22008': 'A time in the request is outside what the database can store',
+  // What JavaScript writes for a year past 9999 ("+010000-…") reads as a bad time zone.
+  '22009': 'A time in the request is outside what the database can store',
   '22003': 'A number in the request is out of range',
   '22001': 'A value in the request is too long',
   '22021': 'A string in the request holds characters the database cannot store',
