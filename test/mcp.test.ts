@@ -452,7 +452,25 @@ describe('MCP batches', () => {
     const first = await t.call('POST', '/mcp/', { key: api_key, body: batch, headers: ACCEPT });
     expect(first.status).toBe(200);
     expect(first.headers.get('ratelimit-remaining')).toBe('3');
-    // Three reads left: a batch of four non-tool messages is refused.
+    // A body that is not JSON runs nothing, and is one read all the same.
+    const junk = await t.call('POST', '/mcp', {
+      key: api_key,
+      raw: '{"jsonrpc":',
+      headers: { ...ACCEPT, 'content-type': 'application/json', 'x-request-id': 'mcp-junk' },
+    });
+    expect(junk.status).toBe(400);
+    // It is counted as it ends (before its log line is written).
+    for (let i = 0; i < 100 && !t.logs.lines.some((l) => l.request_id === 'mcp-junk'); i++) {
+      await Bun.sleep(10);
+    }
+    const ping = await t.call('POST', '/mcp', {
+      key: api_key,
+      body: { jsonrpc: '2.0', id: 9, method: 'ping' },
+      headers: ACCEPT,
+    });
+    expect(ping.status).toBe(200);
+    expect(ping.headers.get('ratelimit-remaining')).toBe('1');
+    // One read left: a batch of four non-tool messages is refused.
     const pings = [1, 2, 3, 4].map((id) => ({ jsonrpc: '2.0', id, method: 'ping' }));
     const refused = await t.call('POST', '/mcp', { key: api_key, body: pings, headers: ACCEPT });
     expect(refused.status).toBe(429);

@@ -222,6 +222,7 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
     const limitOf = (b: Budget) => (b === 'write' ? limits.write : limits.read) ?? defaults[b];
     if (pricing === 'per-message') {
       state.charge = async (b) => {
+        state.charged = (state.charged ?? 0) + 1;
         await charge(set, state.id, b, `${b}:t:${id}`, limitOf(b));
       };
       return;
@@ -251,6 +252,14 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
       );
       state.pricing = pricing;
       if (pricing !== 'free') await chargeRequest(request, set, state, pricing);
+    })
+    .onAfterResponse({ as: 'global' }, async function countUnread({ request }) {
+      // An MCP request refused before its messages were read (a body that is not JSON, too
+      // large, bad headers) is one read all the same, counted as it ends: nothing ran, so
+      // there was nothing to refuse beforehand.
+      const state = requestState(request);
+      if (state.pricing !== 'per-message' || !state.charge || state.charged) return;
+      await state.charge('read').catch(() => {});
     })
     .onStop(async function stopRateLimit() {
       // A store passed in belongs to the process (see deps), which closes it on shutdown.

@@ -26,6 +26,8 @@ export interface RequestState {
    * nothing can be counted, and the route must refuse to run anything.
    */
   charge?: (budget: Budget) => Promise<void>;
+  /** How many calls `charge` counted. */
+  charged?: number;
   /** The MCP tool a request called, for its log line. */
   tool?: string;
 }
