@@ -201,12 +201,13 @@ describe('the budget is the route’s, whatever the spelling', () => {
     expect(of('/mcp')).toBe('/mcp');
     expect(of('/mcp/')).toBe('/mcp');
     expect(of('/mcp/?a=/b/')).toBe('/mcp');
-    expect(of('/v1/search/#x')).toBe('/v1/search');
+    expect(of('/v1/search/?q#x')).toBe('/v1/search');
     expect(of('/')).toBe('/');
     // Spellings the router does not match stay apart (they get 404 from any route).
     expect(of('//mcp')).toBe('//mcp');
     expect(of('/mcp//')).toBe('/mcp/');
     expect(of('/%6Dcp')).toBe('/%6Dcp');
+    expect(of('/livez#x')).toBe('/livez#x');
   });
 
   test('trailing slashes are charged as the route: writes, searches, admin', async () => {
