@@ -18,6 +18,7 @@ import {
   rpcText,
   type Spelling,
   spelling,
+  writeHeavyBody,
 } from './support/budget-fuzz';
 import { type Fixture, type FuzzRequest, routeRequest, routeSpecs } from './support/fuzz';
 
@@ -27,10 +28,10 @@ console.log(
 );
 
 /** Generated requests per route, and MCP requests, in the accounting property. */
-const RUNS_PER_ROUTE = 30;
-const MCP_RUNS = 250;
+const RUNS_PER_ROUTE = 40;
+const MCP_RUNS = 400;
 /** Tenants with small budgets in the cut-off property. */
-const CUTOFF_RUNS = 60;
+const CUTOFF_RUNS = 100;
 /** Slow routes (a retention run scans every tenant) are left to test/fuzz.test.ts. */
 const SKIPPED = new Set(['/v1/admin/retention/run', '/v1/admin/embeddings/reindex']);
 /** Every budget far above what the run spends, so that each count can be read back exactly. */
@@ -294,7 +295,14 @@ describe('no spelling and no batch gets more done than the budget', () => {
   test('writes stored and calls answered stay within small budgets', async () => {
     let run = 0;
     const step = fc.oneof(
-      { weight: 3, arbitrary: fc.tuple(fc.constant('mcp' as const), rpcBody, spelling('/mcp')) },
+      {
+        weight: 3,
+        arbitrary: fc.tuple(
+          fc.constant('mcp' as const),
+          fc.oneof(writeHeavyBody, rpcBody),
+          spelling('/mcp'),
+        ),
+      },
       fc.tuple(fc.constant('http' as const), fc.constant(null), spelling('/v1/messages')),
     );
     const arb = fc.record({

@@ -85,25 +85,24 @@ export interface RpcMessage {
   tool?: string;
 }
 
+/** A well-formed call of one of `tools`. */
+const toolCall = (tools: string[]): fc.Arbitrary<RpcMessage> =>
+  fc.tuple(fc.constantFrom(...tools), fc.nat({ max: 1000 })).chain(([tool, id]) =>
+    TOOL_ARGS[tool]!.map((args) => ({
+      message: {
+        jsonrpc: '2.0',
+        id,
+        method: 'tools/call',
+        params: { name: tool, arguments: args },
+      },
+      cost: TOOL_COSTS[tool]!,
+      tool,
+    })),
+  );
+
 /** Messages of every kind: tool calls (known and unknown tools), other requests, notifications. */
 export const rpcMessage: fc.Arbitrary<RpcMessage> = fc.oneof(
-  {
-    weight: 6,
-    arbitrary: fc
-      .tuple(fc.constantFrom(...Object.keys(TOOL_ARGS)), fc.nat({ max: 1000 }))
-      .chain(([tool, id]) =>
-        TOOL_ARGS[tool]!.map((args) => ({
-          message: {
-            jsonrpc: '2.0',
-            id,
-            method: 'tools/call',
-            params: { name: tool, arguments: args },
-          },
-          cost: TOOL_COSTS[tool]!,
-          tool,
-        })),
-      ),
-  },
+  { weight: 6, arbitrary: toolCall(Object.keys(TOOL_ARGS)) },
   fc.nat({ max: 1000 }).map((id) => ({
     message: { jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'no_such_tool' } },
     cost: 'read' as const,
@@ -153,6 +152,17 @@ export const rpcBody: fc.Arbitrary<RpcBody> = fc.oneof(
   },
   fc.constantFrom('{"jsonrpc":', '[{]', 'not json').map((raw) => ({ kind: 'junk' as const, raw })),
 );
+
+/** Batches mostly of add_messages (one message stored each): what a budget bypass shows in. */
+export const writeHeavyBody: fc.Arbitrary<RpcBody> = fc
+  .array(
+    fc.oneof(
+      { weight: 5, arbitrary: toolCall(['add_messages']) },
+      { weight: 1, arbitrary: rpcMessage },
+    ),
+    { minLength: 1, maxLength: 40 },
+  )
+  .map((messages) => ({ kind: 'batch' as const, messages: messages.map(numbered) }));
 
 /** The JSON text of a body. */
 export function rpcText(body: RpcBody): string {
