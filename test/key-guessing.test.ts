@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import postgres from 'postgres';
+import { generateTenantKey, isTenantKeyShaped } from '../src/lib/keys';
 import { buildTestApp } from './support/app';
 
 // Guessed keys must cost the database nothing. A second session locks api_keys, so any request
@@ -61,6 +62,11 @@ async function withKeysLocked<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 describe('guessed keys never reach the database', () => {
+  test('every key threadstore makes has the shape; the malformed ones here do not', () => {
+    for (let i = 0; i < 2000; i++) expect(isTenantKeyShaped(generateTenantKey().key)).toBe(true);
+    for (const key of MALFORMED) expect(isTenantKeyShaped(key)).toBe(false);
+  });
+
   test('malformed keys, a known-unknown key and a client over its budget are answered at once while api_keys is locked', async () => {
     const { api_key } = await t.tenant();
     // Before the lock: an unknown key of the right shape is tried once (a lookup, found unknown).

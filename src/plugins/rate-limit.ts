@@ -1,3 +1,4 @@
+import QuickLRU from '@alloc/quick-lru';
 import { Elysia } from 'elysia';
 import type { Context as RateLimitStore } from 'elysia-rate-limit';
 import type { Config } from '../config';
@@ -23,6 +24,8 @@ export type Pricing = Budget | 'per-message' | 'free';
 
 /** Keys held by the in-process store; beyond this the least recently used is forgotten. */
 const STORE_MAX_KEYS = 100_000;
+/** Spent budgets remembered (see `spent`); beyond this the least recently used is forgotten. */
+const SPENT_MAX_KEYS = 10_000;
 const WRITE_METHODS = new Set(['POST', 'PATCH', 'PUT', 'DELETE']);
 /**
  * Never counted: load balancers and kubelets probe every instance from one address, and with
@@ -87,9 +90,8 @@ export interface RateLimitOptions {
  *
  * Keys are looked up only when they must be: a token that cannot be a tenant key, or a key
  * found unknown moments ago, is answered from memory (KeyResolver.peek), and a key not seen
- * lately is first counted against the client's address, so a client over its budget gets its
- * 429 before any lookup. A key that turns out valid gives that count back and is counted
- * against its tenant instead.
+ * lately from an address that has spent its budget gets its 429 before any lookup (so does
+ * a valid key not cached yet, from such an address).
  *
  * When the store fails (Redis down or slower than REDIS_TIMEOUT_MS) the request is let through
  * uncounted, or refused with 503 rate_limit_unavailable, per RATE_LIMIT_ON_STORE_ERROR; the
@@ -106,6 +108,11 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
     admin: config.RATE_LIMIT_ADMIN_PER_MINUTE,
   };
   const deny = config.RATE_LIMIT_ON_STORE_ERROR === 'deny';
+  /**
+   * Counters that have no budget left, until their window ends, as this instance last saw
+   * them: a request of such an address whose key needs a lookup is refused before the lookup.
+   */
+  const spent = new QuickLRU<string, true>({ maxSize: SPENT_MAX_KEYS });
   let lastWarnAt = 0;
   let unlogged = 0;
   const storeFailed = (err: unknown, requestId: string, budget: Budget) => {
@@ -159,7 +166,9 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
       return false;
     }
     const { count, nextReset } = counted;
-    const resetSeconds = Math.max(0, Math.ceil((nextReset.getTime() - Date.now()) / 1000));
+    const untilReset = nextReset.getTime() - Date.now();
+    if (count >= limit && untilReset > 0) spent.set(key, true, { maxAge: untilReset });
+    const resetSeconds = Math.max(0, Math.ceil(untilReset / 1000));
     set.headers['ratelimit-limit'] = String(limit);
     set.headers['ratelimit-remaining'] = String(Math.max(limit - count, 0));
     set.headers['ratelimit-reset'] = String(resetSeconds);
@@ -206,13 +215,17 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
     let tenant = token ? keys.peek(token) : null;
     if (token && tenant !== undefined) state.auth = { tenant };
     if (tenant === undefined) {
-      // Only a lookup can tell; the address pays for it first, so that a client over its
-      // budget is refused before the database is asked.
+      // Only a lookup can tell. A client known to have spent its budget is refused first,
+      // without one: its address pays, as for any refused request.
       const key = addressKey();
-      const counted = await charge(set, state.id, budget, key, defaults[budget]);
+      const counted =
+        spent.has(key) && (await charge(set, state.id, budget, key, defaults[budget]));
       tenant = await tenantOf(state, keys, token!);
-      if (!tenant || tenant.disabled) return;
-      if (counted) await refund(key);
+      if (counted) {
+        // Its window had ended meanwhile, and the count was not a refusal.
+        if (!tenant || tenant.disabled) return;
+        await refund(key);
+      }
     }
     if (!tenant || tenant.disabled) {
       await charge(set, state.id, budget, addressKey(), defaults[budget]);
