@@ -480,6 +480,22 @@ describe('MCP batches', () => {
     expect(empty.status).toBe(429);
   });
 
+  test('with RATE_LIMIT_ENABLED=false, batches run uncounted', async () => {
+    const t = await buildTestApp({ RATE_LIMIT_ENABLED: 'false' });
+    apps.push(t);
+    const { api_key } = await t.tenant();
+    const batch = [
+      addCall(1, 'free'),
+      addCall(2, 'free'),
+      { jsonrpc: '2.0', id: 3, method: 'ping' },
+    ];
+    const res = await t.call('POST', '/mcp/', { key: api_key, body: batch, headers: ACCEPT });
+    expect(res.status).toBe(200);
+    // Two tools called and one ping answered.
+    expect(outcomes(res.json)).toEqual({ ok: 3, codes: [] });
+    expect(res.headers.get('ratelimit-limit')).toBeNull();
+  });
+
   test('without the rate limiter in front, the endpoint runs no tool (fails closed)', async () => {
     const t = await sharedApp();
     const { api_key } = await t.tenant();
