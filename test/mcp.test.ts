@@ -480,6 +480,24 @@ describe('MCP batches', () => {
     expect(empty.status).toBe(429);
   });
 
+  test('/mcp/ is the same endpoint: a bad string in a tool argument is a tool error there too', async () => {
+    const { api_key } = await shared.tenant();
+    const call = {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/call',
+      params: {
+        name: 'add_messages',
+        arguments: { conversation_id: 'c', messages: [{ role: 'user', content: 'x\u0000y' }] },
+      },
+    };
+    for (const path of ['/mcp', '/mcp/']) {
+      const res = await shared.call('POST', path, { key: api_key, body: call, headers: ACCEPT });
+      expect(res.status).toBe(200);
+      expect(outcomes([res.json])).toEqual({ ok: 0, codes: ['validation_failed'] });
+    }
+  });
+
   test('with RATE_LIMIT_ENABLED=false, batches run uncounted', async () => {
     const t = await buildTestApp({ RATE_LIMIT_ENABLED: 'false' });
     apps.push(t);
