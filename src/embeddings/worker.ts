@@ -50,9 +50,9 @@ const ATTEMPT_BACKOFF_MAX_MS = 30_000;
  *
  * Fresh messages go in batches. A message whose batch failed is afterwards sent alone, and a
  * failure counts against it (one of EMBEDDING_MAX_ATTEMPTS) only when the provider was shown to
- * be working in the same round: another call of the round succeeded, or a control call
- * (checkProvider) did. An outage therefore counts against nobody: it opens the breaker and the
- * messages wait. A refused input (HTTP 400/413/422) fails its message at once.
+ * work both before and after it in the same round: by another call of the round, or by a
+ * control call (checkProvider). An outage therefore counts against nobody: it opens the breaker
+ * and the messages wait. A refused input (HTTP 400/413/422) fails its message at once.
  */
 export class EmbeddingWorker {
   private stopped = true;
@@ -109,6 +109,7 @@ export class EmbeddingWorker {
   /** Claims, embeds and stores one batch; returns how many messages were claimed. */
   async runOnce(): Promise<number> {
     const signal = this.abort.signal;
+    if (signal.aborted) return 0;
     const claimed = await this.claim();
     if (claimed.length === 0) return 0;
     if (signal.aborted) {
@@ -165,32 +166,55 @@ export class EmbeddingWorker {
     return claimed.length;
   }
 
-  /** Embeds each message with a call of its own; failures now count against the message. */
+  /**
+   * Embeds each message with a call of its own. A failure counts against its message only once
+   * the provider has also worked after it (a later call of the round, or a control call at the
+   * end): one that went down in the middle of the round charges nobody.
+   */
   private async oneByOne(queue: Returned[], deadline: number, signal: AbortSignal): Promise<void> {
+    /** Failures waiting for that proof. */
+    let owed: { message: Claimed; failure: EmbeddingFailure }[] = [];
+    const unpaid = (): Returned[] =>
+      owed.map(({ message, failure }) => ({ message, error: formatFailure(failure) }));
+    const settle = async () => {
+      for (const { message, failure } of owed) await this.charge(message, failure);
+      owed = [];
+    };
     for (const [i, item] of queue.entries()) {
       const { message } = item;
       if (signal.aborted || Date.now() > deadline) {
-        await this.giveBack(queue.slice(i));
+        await this.giveBack([...unpaid(), ...queue.slice(i)]);
         return;
       }
       try {
         const vector = await this.client.embedOne(message.text, signal);
         await this.store([message], [vector]);
+        await settle();
       } catch (err) {
         if (signal.aborted) {
-          await this.giveBack(queue.slice(i));
+          await this.giveBack([...unpaid(), ...queue.slice(i)]);
           return;
         }
         if (err instanceof BrokenCircuitError) {
           // The breaker opened meanwhile: the provider went down, which is nobody's attempt.
-          await this.release(queue.slice(i));
+          await this.release([...unpaid(), ...queue.slice(i)]);
           return;
         }
         const failure = classifyFailure(err);
-        if (isInputRejected(err)) await this.fail(message, failure);
-        else await this.charge(message, failure);
+        if (isInputRejected(err)) {
+          // A refusal is an answer, so the provider works: what failed before is owed.
+          await this.fail(message, failure);
+          await settle();
+        } else {
+          owed.push({ message, failure });
+        }
       }
     }
+    if (owed.length === 0) return;
+    const check = await this.client.checkProvider(signal);
+    if (signal.aborted) await this.giveBack(unpaid());
+    else if (check.ok) await settle();
+    else await this.release(unpaid());
   }
 
   private async claim(): Promise<Claimed[]> {
