@@ -10,7 +10,7 @@ import pino from 'pino';
 import { createLogger, type Logger } from './logger';
 import { createFetchHandler } from './transport';
 import { purgeExpiredIdempotencyKeys } from './modules/messages/idempotency';
-import { runRetention } from './retention/job';
+import { type RetentionResult, runRetention } from './retention/job';
 import { VERSION } from './version';
 
 /** Bun closes a connection idle this long; it must outlast the slowest allowed request. */
@@ -172,7 +172,13 @@ export async function migrateOnly(config: Config, logger: Logger): Promise<void>
 }
 
 /** `threadstore retention run`: applies the retention policies once and prints the counts. */
-export async function retentionOnly(config: Config): Promise<void> {
+/**
+ * `threadstore retention run`: one run, its result as JSON on stdout. Returns the exit code: 0
+ * when the run completed or was skipped because another instance holds the lock, 1 when it
+ * failed or stopped before the end, so a timer or cron job notices. One line on stderr says
+ * which.
+ */
+export async function retentionOnly(config: Config): Promise<number> {
   // Logs go to stderr here: stdout carries the result, for scripts to parse.
   const logger = createLogger(config.LOG_LEVEL, pino.destination(2));
   const database = await openDatabase(config, logger);
@@ -180,9 +186,27 @@ export async function retentionOnly(config: Config): Promise<void> {
     await migrate(database);
     const result = await runRetention({ database, config, logger });
     process.stdout.write(`${JSON.stringify(result)}\n`);
+    const outcome = retentionOutcome(result);
+    process.stderr.write(`threadstore: retention run ${outcome.summary}\n`);
+    return outcome.code;
   } finally {
     await database.close();
   }
+}
+
+/** The exit code and one-line summary of a retention run, for the CLI. */
+export function retentionOutcome(result: RetentionResult): { code: 0 | 1; summary: string } {
+  if (result.skipped) {
+    return { code: 0, summary: `skipped: ${result.reason ?? 'another run holds the lock'}` };
+  }
+  if (result.error) return { code: 1, summary: 'failed; see the logs above' };
+  if (!result.complete) {
+    return { code: 1, summary: 'stopped before the end (time limit); run it again to resume' };
+  }
+  return {
+    code: 0,
+    summary: `completed: ${result.archived} archived, ${result.purged} purged`,
+  };
 }
 
 /** `threadstore embeddings reindex`: rebuilds the vectors for the configured model. */
