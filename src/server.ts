@@ -82,7 +82,15 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
     const deadline = Bun.sleep(config.SHUTDOWN_TIMEOUT_MS).then(() => false);
     let code = 0;
     try {
-      const background = stopBackground().then(() => true);
+      // Settles, never rejects, while the drain is awaited: a late rejection would be unhandled.
+      const background = stopBackground().then(
+        () => true,
+        (err: unknown) => {
+          logger.error({ err }, 'error stopping background work');
+          code = 1;
+          return true;
+        },
+      );
       const drained = await Promise.race([server.stop(false).then(() => true), deadline]);
       if (!drained) {
         logger.warn('requests still running at the shutdown timeout; closing them');
