@@ -279,8 +279,8 @@ function expectCategorised(error: unknown, category: string) {
 describeWithPgvector('messages the provider keeps failing', () => {
   const MAX_ATTEMPTS = 3;
   /**
-   * A call that times out proves nothing about the message, so it is not counted; on a loaded
-   * machine the 500 ms of the other tests would make the counts below vary.
+   * A control call that times out does not show the provider works, so the failure before it
+   * is not counted; on a loaded machine the 500 ms of the other tests would vary the counts.
    */
   const attemptsEnv = (max: number) => ({
     EMBEDDING_MAX_ATTEMPTS: String(max),
