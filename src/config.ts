@@ -96,6 +96,11 @@ const ConfigSchema = T.Object({
   EMBEDDING_TIMEOUT_MS: T.Integer({ minimum: 100, default: 10_000 }),
   /** Retries of a failed call (timeouts, connection errors, 429, 5xx) by the background worker. */
   EMBEDDING_MAX_RETRIES: T.Integer({ minimum: 0, maximum: 10, default: 3 }),
+  /**
+   * Failed attempts after which a message the provider keeps failing is marked `failed`
+   * (`attempts_exhausted`). Only failures of the message itself count, never an outage.
+   */
+  EMBEDDING_MAX_ATTEMPTS: T.Integer({ minimum: 1, maximum: 100, default: 5 }),
   /** Consecutive failures that open the circuit breaker. */
   EMBEDDING_BREAKER_THRESHOLD: T.Integer({ minimum: 1, default: 5 }),
   /** How long the open breaker fails fast before letting a probe call through. */

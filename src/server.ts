@@ -70,25 +70,36 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
 
   let stopping = false;
   /**
-   * Graceful shutdown: readiness fails at once, the listener stops taking connections, requests
-   * in flight finish (up to SHUTDOWN_TIMEOUT_MS), background work stops, the pool closes, exit 0.
+   * Graceful shutdown: readiness fails at once, the listener stops taking connections, and
+   * background work stops at the same time (the embedding worker abandons its call and gives its
+   * batch back); requests in flight finish, all within SHUTDOWN_TIMEOUT_MS; the pool closes, exit 0.
    */
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     deps.lifecycle.shuttingDown = true;
     logger.info({ signal, timeout_ms: config.SHUTDOWN_TIMEOUT_MS }, 'shutting down');
+    const deadline = Bun.sleep(config.SHUTDOWN_TIMEOUT_MS).then(() => false);
     let code = 0;
     try {
-      const drained = await Promise.race([
-        server.stop(false).then(() => true),
-        Bun.sleep(config.SHUTDOWN_TIMEOUT_MS).then(() => false),
-      ]);
+      // Settles, never rejects, while the drain is awaited: a late rejection would be unhandled.
+      const background = stopBackground().then(
+        () => true,
+        (err: unknown) => {
+          logger.error({ err }, 'error stopping background work');
+          code = 1;
+          return true;
+        },
+      );
+      const drained = await Promise.race([server.stop(false).then(() => true), deadline]);
       if (!drained) {
         logger.warn('requests still running at the shutdown timeout; closing them');
         await server.stop(true);
       }
-      await stopBackground();
+      if (!(await Promise.race([background, deadline]))) {
+        // What is still claimed is taken over by another instance when its lease ends.
+        logger.warn('background work still running at the shutdown timeout; leaving it');
+      }
       await deps.rateLimitStore?.kill();
       await database.close();
       logger.info('stopped');
