@@ -13,7 +13,7 @@ import { tenantsModule } from './modules/tenants';
 import { cors, parseOrigins } from './plugins/cors';
 import { errors } from './plugins/errors';
 import { jsonBody } from './plugins/json-body';
-import { rateLimit } from './plugins/rate-limit';
+import { rateLimit, unlimited } from './plugins/rate-limit';
 import { requestId } from './plugins/request-id';
 import { requestLog } from './plugins/request-log';
 import { VERSION } from './version';
@@ -29,7 +29,7 @@ export function createApp(deps: AppDeps) {
       // limiter (it answers preflights, which are never counted), the limiter before parsing.
       .use(requestId)
       .use(cors(parseOrigins(deps.config.CORS_ORIGINS), deps.config.CORS_MAX_AGE))
-      .use(deps.config.RATE_LIMIT_ENABLED ? rateLimit(deps) : new Elysia({ name: 'rate-limit' }))
+      .use(deps.config.RATE_LIMIT_ENABLED ? rateLimit(deps) : unlimited)
       .use(errors(deps.logger))
       .use(requestLog(deps.logger, deps.config.REQUEST_METRICS ? deps.metrics : null))
       .use(jsonBody(deps.config.MAX_BODY_BYTES))

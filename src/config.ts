@@ -96,6 +96,11 @@ const ConfigSchema = T.Object({
   EMBEDDING_TIMEOUT_MS: T.Integer({ minimum: 100, default: 10_000 }),
   /** Retries of a failed call (timeouts, connection errors, 429, 5xx) by the background worker. */
   EMBEDDING_MAX_RETRIES: T.Integer({ minimum: 0, maximum: 10, default: 3 }),
+  /**
+   * Failed attempts after which a message the provider keeps failing is marked `failed`
+   * (`attempts_exhausted`). Only failures of the message itself count, never an outage.
+   */
+  EMBEDDING_MAX_ATTEMPTS: T.Integer({ minimum: 1, maximum: 100, default: 5 }),
   /** Consecutive failures that open the circuit breaker. */
   EMBEDDING_BREAKER_THRESHOLD: T.Integer({ minimum: 1, default: 5 }),
   /** How long the open breaker fails fast before letting a probe call through. */
@@ -250,4 +255,99 @@ export function configKeys(): string[] {
 /** `bytes` random bytes as base64url. */
 export function randomToken(bytes: number): string {
   return Buffer.from(crypto.getRandomValues(new Uint8Array(bytes))).toString('base64url');
+}
+
+/** Variable families of threadstore: an unknown name in one of them is surely a misspelling. */
+const FAMILIES = ['DB_', 'RATE_LIMIT_', 'REDIS_', 'EMBEDDING_', 'RETENTION_', 'SEARCH_', 'CORS_'];
+
+/** Something in the environment that start-up reports without refusing to start. */
+export interface ConfigWarning {
+  /** The variable concerned, when there is one. */
+  variable?: string;
+  /** Its likely intended name, for a misspelling. */
+  suggestion?: string;
+  message: string;
+}
+
+/**
+ * Start-up warnings about an environment that loads but is probably not what the operator
+ * meant: a variable that looks like one of threadstore's but is not (a misspelling, a wrong
+ * case, an unknown member of a family such as RATE_LIMIT_*), which would silently leave the
+ * default in force; and the embedded database under NODE_ENV=production. Names only, never
+ * values: a misspelled EMBEDDING_API_KEY still holds a secret.
+ */
+export function configWarnings(
+  env: Record<string, string | undefined>,
+  config: Pick<Config, 'DATABASE_URL' | 'NODE_ENV'>,
+): ConfigWarning[] {
+  const known = configKeys();
+  const knownSet = new Set(known);
+  const warnings: ConfigWarning[] = [];
+  for (const name of Object.keys(env).sort()) {
+    if (knownSet.has(name) || env[name] === undefined) continue;
+    const suggestion = lookalike(name, known);
+    if (suggestion === undefined) continue;
+    warnings.push({
+      variable: name,
+      suggestion: suggestion || undefined,
+      message: suggestion
+        ? `${name} is not a threadstore variable and is ignored; did you mean ${suggestion}?`
+        : `${name} is not a threadstore variable and is ignored (see .env.example)`,
+    });
+  }
+  if (!config.DATABASE_URL && config.NODE_ENV === 'production') {
+    warnings.push({
+      variable: 'DATABASE_URL',
+      message:
+        'NODE_ENV=production on the EMBEDDED database (DATABASE_URL is unset): one process, ' +
+        'one connection, no fleet, no point-in-time backup. Set DATABASE_URL to a PostgreSQL ' +
+        'server for production.',
+    });
+  }
+  return warnings;
+}
+
+/**
+ * The known name `name` probably meant: the closest within a small edit distance (one edit for
+ * short names, two for longer), the same name in another case, or '' for an unknown member of a
+ * family. Undefined when `name` looks like nothing of threadstore's (PATH, HOME, ...).
+ */
+function lookalike(name: string, known: string[]): string | undefined {
+  const upper = name.toUpperCase();
+  let best: { key: string; distance: number } | undefined;
+  for (const key of known) {
+    if (upper === key) return key;
+    const allowed = key.length <= 6 ? 1 : 2;
+    const distance = editDistance(upper, key, allowed);
+    if (distance <= allowed && (!best || distance < best.distance)) best = { key, distance };
+  }
+  if (best) return best.key;
+  return FAMILIES.some((prefix) => upper.startsWith(prefix)) ? '' : undefined;
+}
+
+/**
+ * Optimal string alignment distance (insertions, deletions, substitutions and transpositions of
+ * neighbours) of `a` and `b`, or `limit + 1` as soon as it must exceed `limit`.
+ */
+function editDistance(a: string, b: string, limit: number): number {
+  if (Math.abs(a.length - b.length) > limit) return limit + 1;
+  let prev2: number[] = [];
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    let rowMin = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let d = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d = Math.min(d, prev2[j - 2]! + 1);
+      }
+      row.push(d);
+      rowMin = Math.min(rowMin, d);
+    }
+    if (rowMin > limit) return limit + 1;
+    prev2 = prev;
+    prev = row;
+  }
+  return prev[b.length]!;
 }

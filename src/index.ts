@@ -1,5 +1,5 @@
 import { USAGE, UsageError, healthcheck, parseArgs } from './cli';
-import { ConfigError, loadConfig, withoutSecrets } from './config';
+import { ConfigError, configWarnings, loadConfig, withoutSecrets } from './config';
 import { createLogger } from './logger';
 import { VERSION } from './version';
 
@@ -32,8 +32,11 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   if (command.kind === 'healthcheck') {
-    const healthy = await healthcheck(config.PORT, config.HOST);
-    if (!healthy) process.stderr.write(`threadstore: no healthy server on port ${config.PORT}\n`);
+    const healthy = await healthcheck(config.PORT, config.HOST, command.probe);
+    if (!healthy) {
+      const state = command.probe === 'readyz' ? 'ready' : 'healthy';
+      process.stderr.write(`threadstore: no ${state} server on port ${config.PORT}\n`);
+    }
     process.exit(healthy ? 0 : 1);
   }
   if (command.kind === 'export') {
@@ -41,16 +44,20 @@ async function main(): Promise<void> {
     const { exportCommand } = await import('./modules/ownership/cli');
     process.exit(await exportCommand(config, command.tenantId));
   }
+  const warnings = configWarnings(process.env, config);
+  if (command.kind === 'retention-run') {
+    // stdout carries the run's JSON result; warnings go with the run's logs, to stderr.
+    for (const w of warnings) process.stderr.write(`threadstore: warning: ${w.message}\n`);
+    const { retentionOnly } = await import('./server');
+    process.exit(await retentionOnly(config));
+  }
   const logger = createLogger(config.LOG_LEVEL);
+  for (const { message, ...fields } of warnings) logger.warn(fields, message);
   // Loaded only here so --version, --help and the frequent container health probe skip
   // evaluating the whole application.
-  const { migrateOnly, reindexOnly, retentionOnly, serve } = await import('./server');
+  const { migrateOnly, reindexOnly, serve } = await import('./server');
   if (command.kind === 'reindex-embeddings') {
     await reindexOnly(config, logger);
-    process.exit(0);
-  }
-  if (command.kind === 'retention-run') {
-    await retentionOnly(config);
     process.exit(0);
   }
   if (command.kind === 'migrate') {

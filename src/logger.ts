@@ -167,8 +167,10 @@ export function serializeError(err: unknown, depth = 0): LoggedError {
   }
   if ((err as { [SERIALIZED]?: true })[SERIALIZED]) return err as LoggedError;
   const e = err as Record<string, unknown>;
+  // The class (DrizzleQueryError says only "Error" in its name); a plain object by its name.
+  const ctor = nameField(err.constructor?.name);
   const out: LoggedError = {
-    type: nameField(err.constructor?.name) ?? nameField(e.name) ?? 'Object',
+    type: (ctor !== 'Object' ? ctor : undefined) ?? nameField(e.name) ?? 'Object',
   };
   Object.defineProperty(out, SERIALIZED, { value: true });
   const code =

@@ -10,7 +10,7 @@ import pino from 'pino';
 import { createLogger, type Logger } from './logger';
 import { createFetchHandler } from './transport';
 import { purgeExpiredIdempotencyKeys } from './modules/messages/idempotency';
-import { runRetention } from './retention/job';
+import { type RetentionResult, runRetention } from './retention/job';
 import { VERSION } from './version';
 
 /** Bun closes a connection idle this long; it must outlast the slowest allowed request. */
@@ -70,25 +70,36 @@ export async function serve(config: Config, logger: Logger): Promise<void> {
 
   let stopping = false;
   /**
-   * Graceful shutdown: readiness fails at once, the listener stops taking connections, requests
-   * in flight finish (up to SHUTDOWN_TIMEOUT_MS), background work stops, the pool closes, exit 0.
+   * Graceful shutdown: readiness fails at once, the listener stops taking connections, and
+   * background work stops at the same time (the embedding worker abandons its call and gives its
+   * batch back); requests in flight finish, all within SHUTDOWN_TIMEOUT_MS; the pool closes, exit 0.
    */
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     deps.lifecycle.shuttingDown = true;
     logger.info({ signal, timeout_ms: config.SHUTDOWN_TIMEOUT_MS }, 'shutting down');
+    const deadline = Bun.sleep(config.SHUTDOWN_TIMEOUT_MS).then(() => false);
     let code = 0;
     try {
-      const drained = await Promise.race([
-        server.stop(false).then(() => true),
-        Bun.sleep(config.SHUTDOWN_TIMEOUT_MS).then(() => false),
-      ]);
+      // Settles, never rejects, while the drain is awaited: a late rejection would be unhandled.
+      const background = stopBackground().then(
+        () => true,
+        (err: unknown) => {
+          logger.error({ err }, 'error stopping background work');
+          code = 1;
+          return true;
+        },
+      );
+      const drained = await Promise.race([server.stop(false).then(() => true), deadline]);
       if (!drained) {
         logger.warn('requests still running at the shutdown timeout; closing them');
         await server.stop(true);
       }
-      await stopBackground();
+      if (!(await Promise.race([background, deadline]))) {
+        // What is still claimed is taken over by another instance when its lease ends.
+        logger.warn('background work still running at the shutdown timeout; leaving it');
+      }
       await deps.rateLimitStore?.kill();
       await database.close();
       logger.info('stopped');
@@ -169,7 +180,13 @@ export async function migrateOnly(config: Config, logger: Logger): Promise<void>
 }
 
 /** `threadstore retention run`: applies the retention policies once and prints the counts. */
-export async function retentionOnly(config: Config): Promise<void> {
+/**
+ * `threadstore retention run`: one run, its result as JSON on stdout. Returns the exit code: 0
+ * when the run completed or was skipped because another instance holds the lock, 1 when it
+ * failed or stopped before the end, so a timer or cron job notices. One line on stderr says
+ * which.
+ */
+export async function retentionOnly(config: Config): Promise<number> {
   // Logs go to stderr here: stdout carries the result, for scripts to parse.
   const logger = createLogger(config.LOG_LEVEL, pino.destination(2));
   const database = await openDatabase(config, logger);
@@ -177,9 +194,27 @@ export async function retentionOnly(config: Config): Promise<void> {
     await migrate(database);
     const result = await runRetention({ database, config, logger });
     process.stdout.write(`${JSON.stringify(result)}\n`);
+    const outcome = retentionOutcome(result);
+    process.stderr.write(`threadstore: retention run ${outcome.summary}\n`);
+    return outcome.code;
   } finally {
     await database.close();
   }
+}
+
+/** The exit code and one-line summary of a retention run, for the CLI. */
+export function retentionOutcome(result: RetentionResult): { code: 0 | 1; summary: string } {
+  if (result.skipped) {
+    return { code: 0, summary: `skipped: ${result.reason ?? 'another run holds the lock'}` };
+  }
+  if (result.error) return { code: 1, summary: 'failed; see the logs above' };
+  if (!result.complete) {
+    return { code: 1, summary: 'stopped before the end (time limit); run it again to resume' };
+  }
+  return {
+    code: 0,
+    summary: `completed: ${result.archived} archived, ${result.purged} purged`,
+  };
 }
 
 /** `threadstore embeddings reindex`: rebuilds the vectors for the configured model. */

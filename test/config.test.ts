@@ -67,7 +67,7 @@ describe('command line', () => {
     expect(parseArgs(['migrate'])).toEqual({ kind: 'migrate' });
     expect(parseArgs(['--version'])).toEqual({ kind: 'version' });
     expect(parseArgs(['--help'])).toEqual({ kind: 'help' });
-    expect(parseArgs(['healthcheck'])).toEqual({ kind: 'healthcheck' });
+    expect(parseArgs(['healthcheck'])).toEqual({ kind: 'healthcheck', probe: 'livez' });
     expect(parseArgs(['embeddings', 'reindex'])).toEqual({ kind: 'reindex-embeddings' });
   });
 

@@ -162,6 +162,39 @@ describe('failure modes', () => {
     expect(res.json.error).toMatchObject({ type: 'server_error' });
   });
 
+  test('fail503 answers 503 service_unavailable without Retry-After', async () => {
+    server.mode = 'fail503';
+    const res = await embed(body('x'));
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBeNull();
+    expect(res.json.error).toMatchObject({ type: 'service_unavailable' });
+  });
+
+  test('failFor(text) fails every request carrying that text, alone or in a batch, until reset', async () => {
+    server.failFor('poison');
+    expect((await embed(body(['fine', 'poison']))).status).toBe(503);
+    expect((await embed(body('poison'))).status).toBe(503);
+    expect((await embed(body('fine'))).status).toBe(200);
+    server.failFor('other', 'fail500');
+    expect((await embed(body(['other']))).status).toBe(500);
+    expect(server.requests.map((r) => r.mode)).toEqual(['fail503', 'fail503', 'ok', 'fail500']);
+    server.reset();
+    expect((await embed(body('poison'))).status).toBe(200);
+  });
+
+  test('errorDetail is appended to the message of every error answer, and only of errors', async () => {
+    server.errorDetail = '(key sk-live-abc123)';
+    server.mode = 'fail503';
+    const failed = await embed(body('x'));
+    expect(failed.json.error.message).toEndWith(' (key sk-live-abc123)');
+    expect(failed.json.error.type).toBe('service_unavailable');
+    expect((await embed(body('x'), { key: 'sk-wrong' })).json.error.message).toContain(
+      'sk-live-abc123',
+    );
+    server.mode = 'ok';
+    expect((await embed(body('x'))).text).not.toContain('sk-live-abc123');
+  });
+
   test('rateLimit429 answers 429 with the configured Retry-After', async () => {
     server.mode = 'rateLimit429';
     server.retryAfterSeconds = 7;

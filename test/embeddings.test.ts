@@ -1,8 +1,11 @@
 import { afterAll, afterEach, beforeAll, expect, test } from 'bun:test';
+import { sql } from 'drizzle-orm';
+import { rowsOf } from '../src/db/migrate';
 import { openDatabase } from '../src/db/client';
 import { migrate } from '../src/db/migrate';
 import { loadConfig } from '../src/config';
 import { EmbeddingClient } from '../src/embeddings/client';
+import { embeddingFailureCategories } from '../src/embeddings/failures';
 import { EmbeddingsUnavailableError } from '../src/embeddings/types';
 import { createLogger } from '../src/logger';
 import { ADMIN_KEY, buildTestApp, type TestApp } from './support/app';
@@ -47,8 +50,8 @@ afterAll(async () => {
   await server.stop();
 });
 
-async function app(options: { worker?: boolean } = {}) {
-  const t = await buildTestApp(env(), options);
+async function app(options: { worker?: boolean; env?: Record<string, string> } = {}) {
+  const t = await buildTestApp({ ...env(), ...options.env }, options);
   apps.push(t);
   return t;
 }
@@ -256,6 +259,169 @@ test('a search query gets at most its budget, then a clear EmbeddingsUnavailable
   server.release();
   server.mode = 'ok';
   expect((await client.embedQuery('refund for my order')).length).toBe(DIMS);
+});
+
+/** Requests the provider saw that carried `text` alone: the message's own attempts. */
+const attemptsAlone = (text: string) =>
+  server.requests.filter((r) => r.inputs.length === 1 && r.inputs[0] === text);
+/** Requests the provider saw that carried `text`, alone or in a batch. */
+const requestsWith = (text: string) => server.requests.filter((r) => r.inputs.includes(text));
+
+/** `embedding_error` is `<category>: <threadstore's words>`. */
+function expectCategorised(error: unknown, category: string) {
+  expect(typeof error).toBe('string');
+  const [head, ...rest] = (error as string).split(': ');
+  expect(embeddingFailureCategories as readonly string[]).toContain(head!);
+  expect(head).toBe(category);
+  expect(rest.join(': ').length).toBeGreaterThan(0);
+}
+
+describeWithPgvector('messages the provider keeps failing', () => {
+  const MAX_ATTEMPTS = 3;
+  /**
+   * A control call that times out does not show the provider works, so the failure before it
+   * is not counted; on a loaded machine the 500 ms of the other tests would vary the counts.
+   */
+  const attemptsEnv = (max: number) => ({
+    EMBEDDING_MAX_ATTEMPTS: String(max),
+    EMBEDDING_TIMEOUT_MS: '5000',
+  });
+
+  test('one that fails transiently forever ends failed after EMBEDDING_MAX_ATTEMPTS attempts, and the others still embed', async () => {
+    const t = await app({ env: attemptsEnv(MAX_ATTEMPTS) });
+    const { api_key } = await t.tenant();
+    server.reset();
+    const poison = `poison ${crypto.randomUUID()}`;
+    server.failFor(poison, 'fail503');
+    const bad = await post(t, api_key, poison);
+    const others = [];
+    for (let i = 0; i < 5; i++) others.push(await post(t, api_key, `healthy neighbour ${i}`));
+
+    // Health is read all along: the breaker must never open for one message.
+    const circuits = new Set<string>();
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        const h = await t.call('GET', '/v1/admin/health', { key: ADMIN_KEY });
+        circuits.add(h.json.checks.embeddings[0].circuit);
+        await Bun.sleep(50);
+      }
+    })();
+    try {
+      const failed = await until(
+        'the poison message failed',
+        () => t.call('GET', `/v1/messages/${bad.json.id}`, { key: api_key }),
+        (r) => r.json.embedding_status === 'failed',
+        20_000,
+      );
+      expectCategorised(failed.json.embedding_error, 'attempts_exhausted');
+      expect(failed.json.embedding_error).toContain(`${MAX_ATTEMPTS} failed attempts`);
+      expect(failed.json.embedding_error).toContain('provider_unavailable');
+      for (const o of others) {
+        const got = await t.call('GET', `/v1/messages/${o.json.id}`, { key: api_key });
+        expect(got.json.embedding_status).toBe('ready');
+      }
+      // Exactly EMBEDDING_MAX_ATTEMPTS attempts of its own, after the batch it first came in
+      // (tried 1 + EMBEDDING_MAX_RETRIES times), and nothing after it failed.
+      expect(attemptsAlone(poison).length).toBe(MAX_ATTEMPTS);
+      expect(requestsWith(poison).length).toBeLessThanOrEqual(MAX_ATTEMPTS + 2);
+      const seen = requestsWith(poison).length;
+      // Later messages embed at once: nothing holds the breaker open.
+      const later = await post(t, api_key, 'written after the poison failed');
+      await until(
+        'the later message ready',
+        () => t.call('GET', `/v1/messages/${later.json.id}`, { key: api_key }),
+        (r) => r.json.embedding_status === 'ready',
+        3000,
+      );
+      await Bun.sleep(300);
+      expect(requestsWith(poison).length).toBe(seen);
+    } finally {
+      watching = false;
+      await watcher;
+    }
+    expect([...circuits]).toEqual(['closed']);
+  }, 30_000);
+
+  test('an outage of the provider opens the breaker and counts against no message', async () => {
+    const t = await app({ env: attemptsEnv(2) });
+    const { api_key, id: tenantId } = await t.tenant();
+    server.reset();
+    server.mode = 'fail503';
+    const contents = Array.from({ length: 6 }, (_, i) => `written during an outage ${i}`);
+    for (const c of contents) expect((await post(t, api_key, c)).status).toBe(201);
+    await until(
+      'an open circuit',
+      () => t.call('GET', '/v1/admin/health', { key: ADMIN_KEY }),
+      (r) => r.json.checks.embeddings[0].circuit === 'open',
+    );
+    // Several cool-downs (800 ms each), each with a probe: far more failures than 2 attempts.
+    await Bun.sleep(3000);
+    expect(server.callsByMode.fail503).toBeGreaterThan(2);
+    const during = await t.db.execute(sql`
+      select s.embedding_status as status, s.failures from message_search s
+      where s.tenant_id = ${tenantId}`);
+    expect(rowsOf<{ status: string; failures: number }>(during)).toEqual(
+      contents.map(() => ({ status: 'pending', failures: 0 })),
+    );
+    server.mode = 'ok';
+    await until(
+      'all embedded',
+      async () => contents.filter((c) => server.timesEmbedded(c) === 1).length,
+      (n) => n === contents.length,
+      15_000,
+    );
+  }, 30_000);
+
+  test("embedding_error is a category in threadstore's words: the provider's text reaches no answer and no log line", async () => {
+    const LEAK = 'sk-live-abc123';
+    const t = await app({ env: attemptsEnv(2) });
+    const { api_key } = await t.tenant();
+    server.reset();
+    server.errorDetail = `(request with key ${LEAK})`;
+    try {
+      const unavailable = `keeps failing ${crypto.randomUUID()}`;
+      const refused = `always refused ${crypto.randomUUID()}`;
+      server.failFor(unavailable, 'fail503');
+      server.failFor(refused, 'reject400');
+      const waitFailed = (id: string, what: string) =>
+        until(
+          what,
+          () => t.call('GET', `/v1/messages/${id}`, { key: api_key }),
+          (r) => r.json.embedding_status === 'failed',
+          20_000,
+        );
+      const b = await post(t, api_key, refused);
+      await post(t, api_key, 'an ordinary message beside them');
+      const rejected = await waitFailed(b.json.id, 'the refused message failed');
+      expect(rejected.json.embedding_error).not.toContain(LEAK);
+      expectCategorised(rejected.json.embedding_error, 'provider_rejected');
+      const a = await post(t, api_key, unavailable);
+      const exhausted = await waitFailed(a.json.id, 'the failing message failed');
+      expectCategorised(exhausted.json.embedding_error, 'attempts_exhausted');
+      // Semantic search while the provider fails: its 503 speaks threadstore's words too.
+      server.mode = 'fail503';
+      const search = await t.call('POST', '/v1/search', {
+        key: api_key,
+        body: { query: 'anything at all', mode: 'semantic' },
+      });
+      expect(search.status).toBe(503);
+      server.mode = 'ok';
+      const list = await t.call('GET', '/v1/messages?conversation_id=e', { key: api_key });
+      expect(list.status).toBe(200);
+      expect(list.json.messages.length).toBe(3);
+      const health = await t.call('GET', '/v1/admin/health', { key: ADMIN_KEY });
+      for (const text of [list.text, search.text, health.text, t.logs.raw.join('\n')]) {
+        expect(text).not.toContain(LEAK);
+        expect(text).not.toContain('overloaded');
+        expect(text).not.toContain('input rejected');
+      }
+      // The provider did answer with the fragment: the check above is not vacuous.
+      expect(server.callsByMode.fail503 + server.callsByMode.reject400).toBeGreaterThan(0);
+    } finally {
+      server.errorDetail = null;
+    }
+  }, 30_000);
 });
 
 describeWithPgvector('stored embeddings', () => {

@@ -1,6 +1,11 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Elysia } from 'elysia';
+import { mcpModule } from '../src/modules/mcp';
+import { errors } from '../src/plugins/errors';
+import { jsonBody } from '../src/plugins/json-body';
+import { requestId } from '../src/plugins/request-id';
 import { buildTestApp, sharedApp, type TestApp } from './support/app';
 
 const shared = await sharedApp();
@@ -382,5 +387,164 @@ describe('MCP rate limits', () => {
     const http = await t.call('GET', '/v1/messages', { key: api_key });
     expect(http.status).toBe(429);
     await client.close();
+  });
+});
+
+const ACCEPT = { accept: 'application/json, text/event-stream' };
+const addCall = (id: number, conversation: string) => ({
+  jsonrpc: '2.0',
+  id,
+  method: 'tools/call',
+  params: {
+    name: 'add_messages',
+    arguments: { conversation_id: conversation, messages: [{ role: 'user', content: `m${id}` }] },
+  },
+});
+/** The API error codes of the tool errors in a batch's answers, and how many succeeded. */
+function outcomes(answers: any[]) {
+  const codes = answers
+    .filter((a) => a.result?.isError)
+    .map((a) => JSON.parse(a.result.content[0].text).error.code);
+  return { ok: answers.filter((a) => a.result && !a.result.isError).length, codes };
+}
+
+describe('MCP batches', () => {
+  for (const path of ['/mcp', '/mcp/']) {
+    test(`each tools/call of a batch on ${path} spends its own write`, async () => {
+      const t = await buildTestApp({ RATE_LIMIT_WRITE_PER_MINUTE: '5' });
+      apps.push(t);
+      const { api_key } = await t.tenant();
+      const batch = Array.from({ length: 50 }, (_, i) => addCall(i + 1, 'batch'));
+      const res = await t.call('POST', path, { key: api_key, body: batch, headers: ACCEPT });
+      expect(res.status).toBe(200);
+      expect(res.json).toHaveLength(50);
+      const { ok, codes } = outcomes(res.json);
+      expect(ok).toBe(5);
+      expect(codes).toEqual(Array.from({ length: 45 }, () => 'rate_limited'));
+      expect(res.headers.get('ratelimit-remaining')).toBe('0');
+      const stored = await t.call('GET', '/v1/messages?conversation_id=batch&limit=100', {
+        key: api_key,
+      });
+      expect(stored.json.messages).toHaveLength(5);
+      // Spent over MCP is spent over HTTP.
+      const http = await t.call('POST', '/v1/messages', {
+        key: api_key,
+        body: { conversation_id: 'batch', role: 'user', content: 'http' },
+      });
+      expect(http.status).toBe(429);
+    });
+  }
+
+  test('every other message of a batch is a read, and malformed tool calls are too', async () => {
+    const t = await buildTestApp({ RATE_LIMIT_READ_PER_MINUTE: '10' });
+    apps.push(t);
+    const { api_key } = await t.tenant();
+    const batch = [
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { jsonrpc: '2.0', id: 2, method: 'ping' },
+      { jsonrpc: '2.0', id: 3, method: 'no/such/method' },
+      { jsonrpc: '2.0', method: 'notifications/initialized' },
+      // Refused by the SDK before any tool runs, but sent all the same.
+      { jsonrpc: '2.0', id: 4, method: 'tools/call', params: { arguments: {} } },
+      { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'no_such_tool' } },
+      { jsonrpc: '2.0', id: 6, method: 'tools/call', params: { name: 'list_messages' } },
+    ];
+    const first = await t.call('POST', '/mcp/', { key: api_key, body: batch, headers: ACCEPT });
+    expect(first.status).toBe(200);
+    expect(first.headers.get('ratelimit-remaining')).toBe('3');
+    // A body that is not JSON runs nothing, and is one read all the same.
+    const junk = await t.call('POST', '/mcp', {
+      key: api_key,
+      raw: '{"jsonrpc":',
+      headers: { ...ACCEPT, 'content-type': 'application/json', 'x-request-id': 'mcp-junk' },
+    });
+    expect(junk.status).toBe(400);
+    // It is counted as it ends (before its log line is written).
+    for (let i = 0; i < 100 && !t.logs.lines.some((l) => l.request_id === 'mcp-junk'); i++) {
+      await Bun.sleep(10);
+    }
+    const ping = await t.call('POST', '/mcp', {
+      key: api_key,
+      body: { jsonrpc: '2.0', id: 9, method: 'ping' },
+      headers: ACCEPT,
+    });
+    expect(ping.status).toBe(200);
+    expect(ping.headers.get('ratelimit-remaining')).toBe('1');
+    // One read left: a batch of four non-tool messages is refused.
+    const pings = [1, 2, 3, 4].map((id) => ({ jsonrpc: '2.0', id, method: 'ping' }));
+    const refused = await t.call('POST', '/mcp', { key: api_key, body: pings, headers: ACCEPT });
+    expect(refused.status).toBe(429);
+    expect(refused.json.error.code).toBe('rate_limited');
+    // An empty batch is a call too.
+    const empty = await t.call('POST', '/mcp', { key: api_key, body: [], headers: ACCEPT });
+    expect(empty.status).toBe(429);
+  });
+
+  test('/mcp/ is the same endpoint: a bad string in a tool argument is a tool error there too', async () => {
+    const { api_key } = await shared.tenant();
+    const call = {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/call',
+      params: {
+        name: 'add_messages',
+        arguments: { conversation_id: 'c', messages: [{ role: 'user', content: 'x\u0000y' }] },
+      },
+    };
+    for (const path of ['/mcp', '/mcp/']) {
+      const res = await shared.call('POST', path, { key: api_key, body: call, headers: ACCEPT });
+      expect(res.status).toBe(200);
+      expect(outcomes([res.json])).toEqual({ ok: 0, codes: ['validation_failed'] });
+    }
+  });
+
+  test('with RATE_LIMIT_ENABLED=false, batches run uncounted', async () => {
+    const t = await buildTestApp({ RATE_LIMIT_ENABLED: 'false' });
+    apps.push(t);
+    const { api_key } = await t.tenant();
+    const batch = [
+      addCall(1, 'free'),
+      addCall(2, 'free'),
+      { jsonrpc: '2.0', id: 3, method: 'ping' },
+    ];
+    const res = await t.call('POST', '/mcp/', { key: api_key, body: batch, headers: ACCEPT });
+    expect(res.status).toBe(200);
+    // Two tools called and one ping answered.
+    expect(outcomes(res.json)).toEqual({ ok: 3, codes: [] });
+    expect(res.headers.get('ratelimit-limit')).toBeNull();
+  });
+
+  test('without the rate limiter in front, the endpoint runs no tool (fails closed)', async () => {
+    const t = await sharedApp();
+    const { api_key } = await t.tenant();
+    // The MCP module wired without the rate limiter: nothing can count its calls.
+    const bare = new Elysia({ normalize: false })
+      .use(requestId)
+      .use(errors(t.deps.logger))
+      .use(jsonBody(t.config.MAX_BODY_BYTES))
+      .use(mcpModule(t.deps));
+    const send = (body: unknown) =>
+      bare.handle(
+        new Request('http://localhost/mcp', {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${api_key}`,
+            'content-type': 'application/json',
+            ...ACCEPT,
+          },
+          body: JSON.stringify(body),
+        }),
+      );
+    for (const body of [
+      addCall(1, 'unguarded'),
+      [addCall(2, 'unguarded')],
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+    ]) {
+      const res = await send(body);
+      expect(res.status).toBe(500);
+      expect(((await res.json()) as any).error.code).toBe('internal_error');
+    }
+    const stored = await t.call('GET', '/v1/messages?conversation_id=unguarded', { key: api_key });
+    expect(stored.json.messages).toEqual([]);
   });
 });

@@ -1,5 +1,10 @@
 import { afterAll, describe, expect, test } from 'bun:test';
+import { Elysia } from 'elysia';
 import { clientIp, parseTrustProxy } from '../src/lib/client-ip';
+import { routePathOf } from '../src/lib/path';
+import { errors } from '../src/plugins/errors';
+import { rateLimit } from '../src/plugins/rate-limit';
+import { requestId } from '../src/plugins/request-id';
 import { ADMIN_KEY, buildTestApp, type TestApp } from './support/app';
 import { expectBudgetHeld } from './support/rate-limit';
 
@@ -98,6 +103,11 @@ describe('keys of the budget', () => {
   test('missing and wrong keys spend the client IP’s budget, not a tenant’s', async () => {
     const t = await appWith({ RATE_LIMIT_READ_PER_MINUTE: '5' });
     const { api_key } = await t.tenant();
+    // A key in use is known to the instance; a key it has not seen lately is looked up only if
+    // its address has budget left (see 'guessed keys never reach the database').
+    expect((await t.call('GET', '/v1/messages', { key: api_key, ip: '10.0.0.9' })).status).toBe(
+      200,
+    );
     for (let i = 0; i < 5; i++) {
       const guess = await t.call('GET', '/v1/messages', { key: `ts_guess${i}`, ip: '10.0.0.1' });
       expect(guess.status).toBe(401);
@@ -148,13 +158,106 @@ describe('keys of the budget', () => {
     expect((await t.call('GET', '/readyz')).status).toBe(200);
   });
 
-  test('admin and probe traffic has a per-IP budget of its own', async () => {
+  test('admin and operator traffic has a per-IP budget of its own', async () => {
     const t = await appWith({ RATE_LIMIT_ADMIN_PER_MINUTE: '3' });
     const statuses = [];
     for (let i = 0; i < 4; i++)
-      statuses.push((await t.call('GET', '/livez', { ip: '10.7.7.7' })).status);
+      statuses.push((await t.call('GET', '/metrics', { ip: '10.7.7.7' })).status);
     expect(statuses).toEqual([200, 200, 200, 429]);
-    expect((await t.call('GET', '/livez', { ip: '10.7.7.8' })).status).toBe(200);
+    expect((await t.call('GET', '/metrics', { ip: '10.7.7.8' })).status).toBe(200);
+  });
+
+  test('probes are never counted: 700 of each from one address with a budget of 3', async () => {
+    const t = await appWith({
+      RATE_LIMIT_ADMIN_PER_MINUTE: '3',
+      RATE_LIMIT_READ_PER_MINUTE: '3',
+      RATE_LIMIT_WRITE_PER_MINUTE: '3',
+    });
+    const statuses = new Map<string, number>();
+    for (let round = 0; round < 14; round++) {
+      const answers = await Promise.all(
+        Array.from({ length: 100 }, (_, i) =>
+          t.call('GET', ['/livez', '/readyz', '/livez/', '/readyz/'][i % 4]!, { ip: '10.7.7.9' }),
+        ),
+      );
+      for (const res of answers) {
+        expect(res.headers.get('ratelimit-limit')).toBeNull();
+        statuses.set(String(res.status), (statuses.get(String(res.status)) ?? 0) + 1);
+      }
+      // The probes' address has spent nothing meanwhile: HEAD probes and routes that count.
+      const head = await t.call('HEAD', '/livez', { ip: '10.7.7.9' });
+      expect(head.status).toBe(200);
+    }
+    expect(Object.fromEntries(statuses)).toEqual({ '200': 1400 });
+    expect(
+      (await t.call('GET', '/metrics', { ip: '10.7.7.9' })).headers.get('ratelimit-remaining'),
+    ).toBe('2');
+  });
+});
+
+describe('the budget is the route’s, whatever the spelling', () => {
+  test('routePathOf reads a path as the router does', () => {
+    const of = (path: string) => routePathOf(`http://localhost${path}`);
+    expect(of('/mcp')).toBe('/mcp');
+    expect(of('/mcp/')).toBe('/mcp');
+    expect(of('/mcp/?a=/b/')).toBe('/mcp');
+    expect(of('/v1/search/?q#x')).toBe('/v1/search');
+    expect(of('/')).toBe('/');
+    // Spellings the router does not match stay apart (they get 404 from any route).
+    expect(of('//mcp')).toBe('//mcp');
+    expect(of('/mcp//')).toBe('/mcp/');
+    expect(of('/%6Dcp')).toBe('/%6Dcp');
+    expect(of('/livez#x')).toBe('/livez#x');
+  });
+
+  test('trailing slashes are charged as the route: writes, searches, admin', async () => {
+    const t = await appWith({
+      RATE_LIMIT_WRITE_PER_MINUTE: '2',
+      RATE_LIMIT_READ_PER_MINUTE: '2',
+      RATE_LIMIT_ADMIN_PER_MINUTE: '2',
+    });
+    const { api_key } = await t.tenant();
+    const spelt = ['/v1/messages', '/v1/messages/', '/v1/messages/?x=1'];
+    const writes = [];
+    for (const path of spelt)
+      writes.push(await t.call('POST', path, { key: api_key, body: message }));
+    expect(writes.map((r) => r.status)).toEqual([201, 201, 429]);
+    const searches = [];
+    for (const path of ['/v1/search/', '/v1/search', '/v1/search/']) {
+      searches.push(
+        await t.call('POST', path, { key: api_key, body: { query: 'x', mode: 'fulltext' } }),
+      );
+    }
+    expect(searches.map((r) => r.status)).toEqual([200, 200, 429]);
+    expect(searches[2]!.json.error.details.budget).toBe('read');
+    const admin = [];
+    for (const path of ['/v1/admin/tenants/', '/v1/admin/health/', '/v1/admin/tenants']) {
+      admin.push(await t.call('GET', path, { key: ADMIN_KEY, ip: '10.8.0.1' }));
+    }
+    expect(admin.map((r) => r.status)).toEqual([200, 200, 429]);
+    expect(admin[2]!.json.error.details.budget).toBe('admin');
+  });
+
+  test('a request read as another route than the router matched is counted as its own', async () => {
+    const t = await appWith({ RATE_LIMIT_READ_PER_MINUTE: '1' });
+    // A route routePathOf cannot name: its registered path ends in a slash, so a request for it
+    // is read as the probe /livez (free), and only the check at the route can count it.
+    let ran = 0;
+    const app = new Elysia()
+      .use(requestId)
+      .use(rateLimit(t.deps))
+      .use(errors(t.deps.logger))
+      .get('/livez/', () => {
+        ran++;
+        return 'ok';
+      });
+    const get = () => app.handle(new Request('http://localhost/livez/'));
+    expect((await get()).status).toBe(200);
+    expect((await get()).status).toBe(429);
+    expect(ran).toBe(1);
+    expect(t.logs.lines).toContainEqual(
+      expect.objectContaining({ route: '/livez/', counted_as: 'free', level: 'error' }),
+    );
   });
 });
 

@@ -157,7 +157,13 @@ export const messageSearch = pgTable(
     embeddingError: text('embedding_error'),
     /** A worker's claim on a pending row; another worker may take it after this time. */
     leaseUntil: ts('lease_until'),
+    /** Claims of this row so far; each claim's number identifies it (a stale worker's is older). */
     attempts: integer('attempts').notNull().default(0),
+    /**
+     * Failed attempts charged to this message, failures of its own rather than outages; at
+     * EMBEDDING_MAX_ATTEMPTS it becomes `failed`. Reset when it is queued again.
+     */
+    failures: integer('failures').notNull().default(0),
     embeddedAt: ts('embedded_at'),
   },
   (t) => [

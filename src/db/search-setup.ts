@@ -140,7 +140,7 @@ export async function reindexEmbeddings(handle: DatabaseHandle, config: Config):
     return inBatches(
       db,
       sql`update message_search set embedding_status = 'pending', embedding_error = null,
-            lease_until = null, attempts = 0, embedded_at = null
+            lease_until = null, failures = 0, embedded_at = null
           where message_id in (select message_id from message_search
             where embedding_status <> 'pending' or embedded_at is not null limit ${REBUILD_BATCH})`,
     );

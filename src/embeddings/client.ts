@@ -9,13 +9,18 @@ import {
   handleWhen,
   type IRetryBackoffContext,
   retry,
-  TaskCancelledError,
   TimeoutStrategy,
   timeout,
   wrap,
 } from 'cockatiel';
 import type { Config } from '../config';
-import { errorSummary } from '../logger';
+import {
+  classifyFailure,
+  EmbeddingDimensionError,
+  EmbeddingHttpError,
+  EmbeddingResponseError,
+  formatFailure,
+} from './failures';
 import { EmbeddingsUnavailableError, type QueryEmbedder } from './types';
 
 /** First retry delay of the background worker; doubles each attempt, with jitter. */
@@ -24,29 +29,11 @@ const RETRY_BASE_MS = 250;
 const RETRY_MAX_MS = 30_000;
 /** An interactive search retries once, right away, within its budget. */
 const QUERY_RETRY_DELAY_MS = 50;
-
-/** The provider answered with an HTTP error. */
-export class EmbeddingHttpError extends Error {
-  override name = 'EmbeddingHttpError';
-  constructor(
-    readonly status: number,
-    message: string,
-    /** From Retry-After on 429/503. */
-    readonly retryAfterMs?: number,
-  ) {
-    super(message);
-  }
-
-  /** The input itself was refused: retrying cannot help, and the service is healthy. */
-  get inputRejected(): boolean {
-    return this.status === 400 || this.status === 413 || this.status === 422;
-  }
-}
-
-/** The provider answered 200 with something that is not the embeddings we asked for. */
-export class EmbeddingResponseError extends Error {
-  override name = 'EmbeddingResponseError';
-}
+/**
+ * The control text of checkProvider(): a few tokens that every model embeds. Exported so tests
+ * can tell its calls from messages'.
+ */
+export const PROVIDER_CHECK_TEXT = 'threadstore embedding check';
 
 /** Worth another try: timeouts, connection errors, 429, 5xx and malformed answers. */
 function isTransient(err: Error): boolean {
@@ -83,6 +70,7 @@ export interface EmbeddingClientState {
 export class EmbeddingClient implements QueryEmbedder {
   readonly breaker: CircuitBreakerPolicy;
   private readonly workerPolicy;
+  private readonly singlePolicy;
   private readonly queryPolicy;
   private readonly observed: Omit<EmbeddingClientState, 'state'> = { calls: 0, failures: 0 };
   private openedAt = 0;
@@ -110,6 +98,7 @@ export class EmbeddingClient implements QueryEmbedder {
       this.breaker,
       perCall,
     );
+    this.singlePolicy = wrap(this.breaker, perCall);
     const budget = config.EMBEDDING_QUERY_BUDGET_MS;
     this.queryPolicy = wrap(
       timeout(budget, TimeoutStrategy.Aggressive),
@@ -122,9 +111,40 @@ export class EmbeddingClient implements QueryEmbedder {
     );
   }
 
-  /** Embeds a batch for the background worker (retries, breaker). */
-  embedBatch(inputs: string[]): Promise<number[][]> {
-    return this.workerPolicy.execute(({ signal }) => this.call(inputs, signal));
+  /**
+   * Embeds a batch for the background worker (retries, breaker). `signal` (shutdown) abandons
+   * the call in flight and the retries to come: the promise rejects at once.
+   */
+  embedBatch(inputs: string[], signal?: AbortSignal): Promise<number[][]> {
+    return untilAborted(
+      this.workerPolicy.execute(({ signal }) => this.call(inputs, signal), signal),
+      signal,
+    );
+  }
+
+  /**
+   * Embeds one message with a single call (breaker, timeout, no retry): the worker's attempt of
+   * a message that failed before, so that its failure is its own and its retry comes later.
+   */
+  async embedOne(input: string, signal?: AbortSignal): Promise<number[]> {
+    const [vector] = await untilAborted(
+      this.singlePolicy.execute(({ signal }) => this.call([input], signal), signal),
+      signal,
+    );
+    return vector!;
+  }
+
+  /**
+   * Whether the provider embeds a fixed control text right now (one call through the breaker):
+   * tells a message's own failure from an outage. Resolves with the error when it does not.
+   */
+  async checkProvider(signal?: AbortSignal): Promise<{ ok: true } | { ok: false; error: unknown }> {
+    try {
+      await this.embedOne(PROVIDER_CHECK_TEXT, signal);
+      return { ok: true };
+    } catch (error) {
+      return { ok: false, error };
+    }
   }
 
   /** Embeds a search query within the interactive budget, or says the service is unavailable. */
@@ -134,7 +154,7 @@ export class EmbeddingClient implements QueryEmbedder {
       return vector!;
     } catch (err) {
       throw new EmbeddingsUnavailableError(
-        `The embedding service is unavailable: ${describe(err)}`,
+        `The embedding service is unavailable: ${classifyFailure(err).message}`,
         this.retryAfterSeconds(),
       );
     }
@@ -198,15 +218,12 @@ export class EmbeddingClient implements QueryEmbedder {
       }),
       signal,
     });
-    const text = await res.text();
     if (!res.ok) {
-      throw new EmbeddingHttpError(
-        res.status,
-        `HTTP ${res.status}: ${providerMessage(text)}`,
-        retryAfterMs(res.headers.get('retry-after')),
-      );
+      // The body is dropped unread: a provider's error text may echo a key fragment or input.
+      await res.body?.cancel().catch(() => undefined);
+      throw new EmbeddingHttpError(res.status, retryAfterMs(res.headers.get('retry-after')));
     }
-    return this.parse(text, inputs.length);
+    return this.parse(await res.text(), inputs.length);
   }
 
   private parse(text: string, expected: number): number[][] {
@@ -230,7 +247,7 @@ export class EmbeddingClient implements QueryEmbedder {
         throw new EmbeddingResponseError('an embedding is not an array of numbers');
       }
       if (v.length !== this.config.EMBEDDING_DIMENSIONS) {
-        throw new EmbeddingResponseError(
+        throw new EmbeddingDimensionError(
           `the provider returned vectors of dimension ${v.length}, expected ${this.config.EMBEDDING_DIMENSIONS} (EMBEDDING_DIMENSIONS)`,
         );
       }
@@ -257,34 +274,21 @@ function retryAfterMs(header: string | null): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
-/** The provider's own error message (OpenAI: {error: {message}}), cut short, never the request. */
-function providerMessage(text: string): string {
-  try {
-    const body = JSON.parse(text) as { error?: { message?: unknown } | string };
-    const m = typeof body.error === 'string' ? body.error : body.error?.message;
-    if (typeof m === 'string') return m.slice(0, 300);
-  } catch {
-    // not JSON: fall through
-  }
-  return text.slice(0, 300) || 'no body';
-}
-
 /**
- * A short, secret-free description of a failure. A database error is described by class and
- * SQLSTATE only: drizzle's message holds the SQL and its parameters (ids, vectors).
+ * Rejects as soon as `signal` aborts. cockatiel's retry sleeps through its backoff (up to
+ * RETRY_MAX_MS) without looking at the signal; the abandoned policy run then ends on its own.
  */
-export function describe(err: unknown): string {
-  if (err instanceof BrokenCircuitError) return 'circuit open after repeated failures';
-  if (err instanceof TaskCancelledError) return 'timed out';
-  if (isDatabaseError(err)) return errorSummary(err);
-  if (err instanceof Error) return err.message.slice(0, 300);
-  return String(err).slice(0, 300);
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason ?? new DOMException('Aborted', 'AbortError'));
+    if (signal.aborted) onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
-/** Whether a failure came from a query: drizzle and the drivers attach the SQL text to it. */
-function isDatabaseError(err: unknown): boolean {
-  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as Error).cause, depth++) {
-    if (typeof e === 'object' && 'query' in e) return true;
-  }
-  return false;
+/** A short description of a failure in threadstore's words: never the provider's text. */
+export function describe(err: unknown): string {
+  return formatFailure(classifyFailure(err));
 }

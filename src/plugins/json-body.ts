@@ -1,6 +1,6 @@
 import { Elysia } from 'elysia';
 import { AppError, validationFailed } from '../lib/errors';
-import { pathOf } from '../lib/path';
+import { routePathOf } from '../lib/path';
 import { MCP_PATH } from '../modules/mcp/path';
 
 /** Deeper JSON than this is refused before validation (metadata allows depth 5 anyway). */
@@ -35,7 +35,7 @@ export function jsonBody(maxBytes: number) {
       }
       // MCP answers a tool's bad arguments as a tool error, not as an HTTP error: it checks
       // the strings of the arguments itself (checkJsonStrings), and only the nesting here.
-      checkStrings(value, pathOf(request.url) !== MCP_PATH);
+      checkStrings(value, routePathOf(request.url) !== MCP_PATH);
       return value;
     },
   );

@@ -1,37 +1,67 @@
+import QuickLRU from '@alloc/quick-lru';
 import { Elysia } from 'elysia';
 import type { Context as RateLimitStore } from 'elysia-rate-limit';
 import type { Config } from '../config';
 import { clientIp, parseTrustProxy } from '../lib/client-ip';
 import { AppError } from '../lib/errors';
-import { pathOf } from '../lib/path';
+import { routePathOf } from '../lib/path';
 import { MCP_PATH } from '../modules/mcp/path';
 import { bearerToken } from '../lib/keys';
 import type { Logger } from '../logger';
 import type { Metrics } from '../metrics';
 import type { KeyResolver, ResolvedTenant } from '../modules/tenants/keys';
 import { MemoryRateLimitStore } from './rate-limit-memory';
-import { requestState } from './request-id';
+import { type RequestState, requestState } from './request-id';
 
 /** Which budget a request draws on. */
 export type Budget = 'write' | 'read' | 'admin';
 
+/**
+ * How a route is counted: once against a budget, once per JSON-RPC message (the MCP endpoint,
+ * see modules/mcp), or never (the probes).
+ */
+export type Pricing = Budget | 'per-message' | 'free';
+
 /** Keys held by the in-process store; beyond this the least recently used is forgotten. */
 const STORE_MAX_KEYS = 100_000;
+/** Spent budgets remembered (see `spent`); beyond this the least recently used is forgotten. */
+const SPENT_MAX_KEYS = 10_000;
 const WRITE_METHODS = new Set(['POST', 'PATCH', 'PUT', 'DELETE']);
-const OPERATOR_PATHS = new Set(['/livez', '/readyz', '/metrics', '/openapi.json', '/docs']);
+/**
+ * Never counted: load balancers and kubelets probe every instance from one address, and with
+ * REDIS_URL a budget would be shared by the whole fleet's probes, so healthy instances would be
+ * marked dead once it ran out.
+ */
+const PROBE_PATHS = new Set(['/livez', '/readyz']);
+const OPERATOR_PATHS = new Set(['/metrics', '/openapi.json', '/docs']);
 /** At most one warning per interval about a failing counter store, however many requests fail. */
 const STORE_ERROR_LOG_INTERVAL_MS = 1000;
 /** Retry-After of a 503 while the counter store fails (RATE_LIMIT_ON_STORE_ERROR=deny). */
 const STORE_ERROR_RETRY_AFTER_SECONDS = '1';
 
-/** Admin routes and probes have a budget of their own, so tenant traffic never starves them. */
-export function budgetOf(method: string, path: string): Budget {
-  if (OPERATOR_PATHS.has(path) || path.startsWith('/docs/') || path.startsWith('/v1/admin')) {
+/**
+ * The budget of a route (its registered path, or a path read by `routePathOf`). Admin routes
+ * and operator endpoints have a budget of their own, so tenant traffic never starves them.
+ */
+export function budgetOf(method: string, route: string): Budget {
+  if (
+    OPERATOR_PATHS.has(route) ||
+    route.startsWith('/docs/') ||
+    route === '/v1/admin' ||
+    route.startsWith('/v1/admin/')
+  ) {
     return 'admin';
   }
   // Searches are POSTs (the query is a body) but read nothing into the store.
-  if (path === '/v1/search') return 'read';
+  if (route === '/v1/search') return 'read';
   return WRITE_METHODS.has(method) ? 'write' : 'read';
+}
+
+/** How a request to `route` is counted. */
+export function pricingOf(method: string, route: string): Pricing {
+  if ((method === 'GET' || method === 'HEAD') && PROBE_PATHS.has(route)) return 'free';
+  if (method === 'POST' && route === MCP_PATH) return 'per-message';
+  return budgetOf(method, route);
 }
 
 export interface RateLimitOptions {
@@ -48,9 +78,20 @@ export interface RateLimitOptions {
  * that failures cannot refund budget. elysia-rate-limit's own hook runs after validation and
  * refunds failed requests, so its store interface is used here from an onRequest hook
  * instead. The key is the tenant of a valid API key, and the client IP otherwise: guessing keys
- * spends the guesser's own budget. A window starts at a key's first request. Every response
- * carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset (seconds to the window's
- * end); a 429 carries Retry-After with the same number.
+ * spends the guesser's own budget. A window starts at a key's first request. Every counted
+ * response carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset (seconds to the
+ * window's end); a 429 carries Retry-After with the same number.
+ *
+ * The budget is the route's, read from the path as Elysia's router reads it (`routePathOf`),
+ * and checked again against the route Elysia matched before its handler runs: a request read
+ * as another route is counted again as its own, so no spelling of a path runs a handler on
+ * another route's budget. The probes are never counted; the MCP endpoint counts each message
+ * (`RequestState.charge`).
+ *
+ * Keys are looked up only when they must be: a token that cannot be a tenant key, or a key
+ * found unknown moments ago, is answered from memory (KeyResolver.peek), and a key not seen
+ * lately from an address that has spent its budget gets its 429 before any lookup (so does
+ * a valid key not cached yet, from such an address).
  *
  * When the store fails (Redis down or slower than REDIS_TIMEOUT_MS) the request is let through
  * uncounted, or refused with 503 rate_limit_unavailable, per RATE_LIMIT_ON_STORE_ERROR; the
@@ -67,6 +108,11 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
     admin: config.RATE_LIMIT_ADMIN_PER_MINUTE,
   };
   const deny = config.RATE_LIMIT_ON_STORE_ERROR === 'deny';
+  /**
+   * Counters that have no budget left, until their window ends, as this instance last saw
+   * them: a request of such an address whose key needs a lookup is refused before the lookup.
+   */
+  const spent = new QuickLRU<string, true>({ maxSize: SPENT_MAX_KEYS });
   let lastWarnAt = 0;
   let unlogged = 0;
   const storeFailed = (err: unknown, requestId: string, budget: Budget) => {
@@ -101,22 +147,28 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
     }
   };
 
-  /** Counts one request of `budget` against `key`; throws 429 (or 503 per the store policy). */
+  /**
+   * Counts one request of `budget` against `key`; throws 429 (or 503 per the store policy).
+   * Whether it was counted: false when the store failed and the request is let through.
+   */
   async function charge(
     set: { headers: Record<string, unknown> },
     requestId: string,
     budget: Budget,
     key: string,
     limit: number,
-  ): Promise<void> {
+  ): Promise<boolean> {
     let counted: { count: number; nextReset: Date };
     try {
       counted = await counters.increment(key, windowMs, Date.now());
     } catch (err) {
-      return storeFailed(err, requestId, budget);
+      storeFailed(err, requestId, budget);
+      return false;
     }
     const { count, nextReset } = counted;
-    const resetSeconds = Math.max(0, Math.ceil((nextReset.getTime() - Date.now()) / 1000));
+    const untilReset = nextReset.getTime() - Date.now();
+    if (count >= limit && untilReset > 0) spent.set(key, true, { maxAge: untilReset });
+    const resetSeconds = Math.max(0, Math.ceil(untilReset / 1000));
     set.headers['ratelimit-limit'] = String(limit);
     set.headers['ratelimit-remaining'] = String(Math.max(limit - count, 0));
     set.headers['ratelimit-reset'] = String(resetSeconds);
@@ -130,6 +182,65 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
         { 'retry-after': String(Math.max(resetSeconds, 1)) },
       );
     }
+    return true;
+  }
+
+  /** Gives back a count taken from the client's address; a failure leaves it spent. */
+  async function refund(key: string): Promise<void> {
+    try {
+      await counters.decrement(key);
+    } catch {
+      metrics.rateLimitStoreError();
+    }
+  }
+
+  /** Counts a request priced `pricing` (not free) against its tenant or its client's address. */
+  async function chargeRequest(
+    request: Request,
+    set: { headers: Record<string, unknown> },
+    state: RequestState,
+    pricing: Budget | 'per-message',
+  ): Promise<void> {
+    // Without a valid key nothing runs on the MCP endpoint: one count, as any POST.
+    const budget = pricing === 'per-message' ? budgetOf('POST', MCP_PATH) : pricing;
+    const addressKey = () => {
+      const ip = clientIp(state.socketIp?.(), request.headers.get('x-forwarded-for'), trust);
+      return `${budget}:ip:${ip}`;
+    };
+    if (budget === 'admin') {
+      await charge(set, state.id, budget, addressKey(), defaults.admin);
+      return;
+    }
+    const token = bearerToken(request.headers.get('authorization'));
+    let tenant = token ? keys.peek(token) : null;
+    if (token && tenant !== undefined) state.auth = { tenant };
+    if (tenant === undefined) {
+      // Only a lookup can tell. A client known to have spent its budget is refused first,
+      // without one: its address pays, as for any refused request.
+      const key = addressKey();
+      const counted =
+        spent.has(key) && (await charge(set, state.id, budget, key, defaults[budget]));
+      tenant = await tenantOf(state, keys, token!);
+      if (counted) {
+        // Its window had ended meanwhile, and the count was not a refusal.
+        if (!tenant || tenant.disabled) return;
+        await refund(key);
+      }
+    }
+    if (!tenant || tenant.disabled) {
+      await charge(set, state.id, budget, addressKey(), defaults[budget]);
+      return;
+    }
+    const { id, limits } = tenant;
+    const limitOf = (b: Budget) => (b === 'write' ? limits.write : limits.read) ?? defaults[b];
+    if (pricing === 'per-message') {
+      state.charge = async (b) => {
+        state.charged = (state.charged ?? 0) + 1;
+        await charge(set, state.id, b, `${b}:t:${id}`, limitOf(b));
+      };
+      return;
+    }
+    await charge(set, state.id, budget, `${budget}:t:${id}`, limitOf(budget));
   }
 
   return new Elysia({ name: 'rate-limit' })
@@ -137,21 +248,31 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
       // Preflights are answered by the CORS plugin before this; never count them.
       if (request.method === 'OPTIONS') return;
       const state = requestState(request);
-      const path = pathOf(request.url);
-      const budget = budgetOf(request.method, path);
-      const tenant = budget === 'admin' ? null : await tenantOf(request, keys);
-      if (tenant && !tenant.disabled) {
-        const limitOf = (b: Budget) =>
-          (b === 'write' ? tenant.limits.write : tenant.limits.read) ?? defaults[b];
-        if (path === MCP_PATH && request.method === 'POST') {
-          // One POST may be any tool: the MCP endpoint charges each call to its own budget.
-          state.charge = (b) => charge(set, state.id, b, `${b}:t:${tenant.id}`, limitOf(b));
-          return;
-        }
-        return charge(set, state.id, budget, `${budget}:t:${tenant.id}`, limitOf(budget));
-      }
-      const ip = clientIp(state.socketIp?.(), request.headers.get('x-forwarded-for'), trust);
-      return charge(set, state.id, budget, `${budget}:ip:${ip}`, defaults[budget]);
+      const pricing = pricingOf(request.method, routePathOf(request.url));
+      state.pricing = pricing;
+      if (pricing !== 'free') await chargeRequest(request, set, state, pricing);
+    })
+    .onTransform({ as: 'global' }, async function checkCharged({ request, route, set }) {
+      if (request.method === 'OPTIONS') return;
+      const state = requestState(request);
+      const pricing = pricingOf(request.method, route);
+      if (state.pricing === pricing) return;
+      // routePathOf read the path as another route than the router matched (a bug there):
+      // the request is counted as its own route before that route's handler runs.
+      logger.error(
+        { request_id: state.id, method: request.method, route, counted_as: state.pricing },
+        'rate limit: request counted as another route; counted again as its own',
+      );
+      state.pricing = pricing;
+      if (pricing !== 'free') await chargeRequest(request, set, state, pricing);
+    })
+    .onAfterResponse({ as: 'global' }, async function countUnread({ request }) {
+      // An MCP request refused before its messages were read (a body that is not JSON, too
+      // large, bad headers) is one read all the same, counted as it ends: nothing ran, so
+      // there was nothing to refuse beforehand.
+      const state = requestState(request);
+      if (state.pricing !== 'per-message' || !state.charge || state.charged) return;
+      await state.charge('read').catch(() => {});
     })
     .onStop(async function stopRateLimit() {
       // A store passed in belongs to the process (see deps), which closes it on shutdown.
@@ -160,13 +281,24 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
 }
 
 /**
- * Resolves the bearer key once per request and remembers the answer for the auth guard. A
- * database failure here is left to the guard, which reports it as 503.
+ * With RATE_LIMIT_ENABLED=false: nothing is counted, and routes that count for themselves (the
+ * MCP endpoint, which refuses to run a tool without a way to count it) are told so.
  */
-async function tenantOf(request: Request, keys: KeyResolver): Promise<ResolvedTenant | null> {
-  const token = bearerToken(request.headers.get('authorization'));
-  if (!token) return null;
-  const state = requestState(request);
+export const unlimited = new Elysia({ name: 'rate-limit' }).onRequest(function countNothing({
+  request,
+}) {
+  requestState(request).charge = async () => {};
+});
+
+/**
+ * Looks the bearer key up and remembers the answer for the auth guard. A database failure here
+ * is left to the guard, which reports it as 503.
+ */
+async function tenantOf(
+  state: RequestState,
+  keys: KeyResolver,
+  token: string,
+): Promise<ResolvedTenant | null> {
   try {
     const tenant = await keys.resolve(token);
     state.auth = { tenant };

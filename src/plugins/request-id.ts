@@ -1,6 +1,6 @@
 import { Elysia } from 'elysia';
 import type { ResolvedTenant } from '../modules/tenants/keys';
-import type { Budget } from './rate-limit';
+import type { Budget, Pricing } from './rate-limit';
 
 /** What the request-scoped plugins know about a request, keyed by the Request object. */
 export interface RequestState {
@@ -18,11 +18,16 @@ export interface RequestState {
   headers?: Record<string, unknown>;
   /** The transport answered 503 request_timeout while the handler was still running. */
   timedOut?: boolean;
+  /** How the rate limiter counted this request (by the route it read from the path). */
+  pricing?: Pricing;
   /**
-   * Counts this request against a budget, when the rate limiter left that to the route (the
-   * MCP endpoint, whose budget depends on the tool called); throws 429 over the budget.
+   * Counts one call against a budget, when the rate limiter left that to the route (the MCP
+   * endpoint, whose calls depend on the messages sent); throws 429 over the budget. Absent:
+   * nothing can be counted, and the route must refuse to run anything.
    */
   charge?: (budget: Budget) => Promise<void>;
+  /** How many calls `charge` counted. */
+  charged?: number;
   /** The MCP tool a request called, for its log line. */
   tool?: string;
 }

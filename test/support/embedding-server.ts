@@ -14,6 +14,8 @@ export type EmbeddingServerMode =
   | 'ok'
   /** 500 server_error. */
   | 'fail500'
+  /** 503 service_unavailable ("overloaded"), without Retry-After. */
+  | 'fail503'
   /** 429 rate_limit_exceeded with `Retry-After: retryAfterSeconds`. */
   | 'rateLimit429'
   /** Holds the request until release(), stop(), the client leaving, or stallMs; then as 'ok'. */
@@ -31,6 +33,7 @@ export type EmbeddingServerMode =
 export const EMBEDDING_SERVER_MODES: readonly EmbeddingServerMode[] = [
   'ok',
   'fail500',
+  'fail503',
   'rateLimit429',
   'stall',
   'slow',
@@ -57,6 +60,11 @@ export interface EmbeddingServerOptions {
   delayMs?: number;
   /** How long 'stall' holds a request before answering; null (default) until release(). */
   stallMs?: number | null;
+  /**
+   * Appended to the message of every error answer, e.g. a fake key fragment as real providers
+   * echo one ("Incorrect API key provided: sk-...") so a test can check it is never repeated.
+   */
+  errorDetail?: string | null;
 }
 
 /** One authorised, well-formed request, as received. */
@@ -80,8 +88,14 @@ export interface EmbeddingServer {
   retryAfterSeconds: number;
   delayMs: number;
   stallMs: number | null;
+  errorDetail: string | null;
   /** The next `count` requests are answered in `mode`, then `this.mode` takes over again. */
   failNext(count: number, mode?: EmbeddingServerMode): void;
+  /**
+   * Every request whose inputs include `text` is answered in `mode` (after failNext's queue,
+   * before `this.mode`), until reset(): a message the provider fails, whatever comes with it.
+   */
+  failFor(text: string, mode?: EmbeddingServerMode): void;
   /** Answers every request held by 'stall' now; returns how many there were. */
   release(): number;
   /** Requests currently held by 'stall'. */
@@ -119,6 +133,7 @@ export function startEmbeddingServer(options: EmbeddingServerOptions = {}): Embe
   const route = `${prefix}/embeddings`;
   const apiKey = options.apiKey === undefined ? DEFAULT_API_KEY : options.apiKey;
   const failQueue: EmbeddingServerMode[] = [];
+  const failInputs = new Map<string, EmbeddingServerMode>();
   const held = new Set<() => void>();
   let stopping = false;
   let embedded: string[] = [];
@@ -181,7 +196,10 @@ export function startEmbeddingServer(options: EmbeddingServerOptions = {}): Embe
       return openAiError(400, parsed, 'invalid_request_error', 'input');
     }
 
-    const mode = failQueue.shift() ?? server.mode;
+    const mode =
+      failQueue.shift() ??
+      parsed.inputs.map((i) => failInputs.get(i)).find((m) => m !== undefined) ??
+      server.mode;
     byMode[mode]++;
     requests.push({ ...parsed, mode });
     const dims = parsed.dimensions ?? server.dimensions;
@@ -192,6 +210,12 @@ export function startEmbeddingServer(options: EmbeddingServerOptions = {}): Embe
           500,
           'The server had an error while processing your request. Sorry about that!',
           'server_error',
+        );
+      case 'fail503':
+        return openAiError(
+          503,
+          'The engine is currently overloaded, please try again later.',
+          'service_unavailable',
         );
       case 'rateLimit429': {
         const res = openAiError(
@@ -238,9 +262,12 @@ export function startEmbeddingServer(options: EmbeddingServerOptions = {}): Embe
     port: options.port ?? 0,
     // Bun's default (10 s) would cut a stalled request short with an empty reply.
     idleTimeout: 0,
-    fetch(req) {
+    async fetch(req) {
       counters.calls++;
-      return answer(req);
+      const res = await answer(req);
+      return server.errorDetail && res.status >= 400 && res.status !== 499
+        ? withDetail(res, server.errorDetail)
+        : res;
     },
   });
 
@@ -253,8 +280,12 @@ export function startEmbeddingServer(options: EmbeddingServerOptions = {}): Embe
     retryAfterSeconds: options.retryAfterSeconds ?? DEFAULT_RETRY_AFTER_SECONDS,
     delayMs: options.delayMs ?? DEFAULT_DELAY_MS,
     stallMs: options.stallMs ?? null,
+    errorDetail: options.errorDetail ?? null,
     failNext(count, mode = 'fail500') {
       for (let i = 0; i < count; i++) failQueue.push(mode);
+    },
+    failFor(text, mode = 'fail503') {
+      failInputs.set(text, mode);
     },
     release() {
       const count = held.size;
@@ -291,6 +322,7 @@ export function startEmbeddingServer(options: EmbeddingServerOptions = {}): Embe
     reset() {
       server.mode = 'ok';
       failQueue.length = 0;
+      failInputs.clear();
       counters.calls = 0;
       counters.unauthorized = 0;
       byMode = emptyByMode();
@@ -360,4 +392,13 @@ function openAiError(
   code: string | null = null,
 ): Response {
   return Response.json({ error: { message, type, param, code } }, { status });
+}
+
+/** The same OpenAI error answer with `detail` appended to its message. */
+async function withDetail(res: Response, detail: string): Promise<Response> {
+  const body = (await res.json()) as { error: { message: string } };
+  body.error.message = `${body.error.message} ${detail}`;
+  const headers = new Headers(res.headers);
+  headers.delete('content-length');
+  return Response.json(body, { status: res.status, headers });
 }

@@ -3,6 +3,7 @@ import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/
 import {
   CallToolRequestSchema,
   type CallToolResult,
+  isJSONRPCRequest,
   ListToolsRequestSchema,
 } from '@modelcontextprotocol/sdk/types.js';
 import { Elysia, t } from 'elysia';
@@ -11,7 +12,8 @@ import { AppError } from '../../lib/errors';
 import { commonErrors } from '../../lib/schemas';
 import { tenantAuth } from '../../plugins/auth';
 import { describeError } from '../../plugins/errors';
-import { requestState } from '../../plugins/request-id';
+import type { Budget } from '../../plugins/rate-limit';
+import { type RequestState, requestState } from '../../plugins/request-id';
 import { VERSION } from '../../version';
 import { CreateHeaders } from '../messages/model';
 import { MCP_PATH } from './path';
@@ -34,8 +36,10 @@ const INSTRUCTIONS =
  * The Model Context Protocol endpoint: MCP's Streamable HTTP transport (the official SDK's
  * low-level Server, stateless, JSON answers), so any instance of a fleet answers any call.
  * Authenticated by the tenant's bearer key like /v1; request ids, logs, metrics and the
- * Idempotency-Key header apply as to any route. Each tool call spends the rate-limit budget of
- * the HTTP route it matches (see plugins/rate-limit.ts); other MCP messages spend one read.
+ * Idempotency-Key header apply as to any route. Every message counts as a call of its own, in
+ * a JSON-RPC batch too: a tool call spends the rate-limit budget of the HTTP route it matches
+ * (see plugins/rate-limit.ts), any other message one read. Without a way to count (no
+ * `RequestState.charge`), nothing runs: the endpoint fails closed.
  */
 export function mcpModule(deps: AppDeps) {
   const { keys, logger } = deps;
@@ -61,12 +65,13 @@ export function mcpModule(deps: AppDeps) {
     const state = requestState(request);
     state.tool = name;
     try {
+      // A call of an unknown tool is a call all the same: one read.
+      await chargerOf(state)(tool?.budget ?? 'read');
       if (!tool) {
         throw new AppError(404, 'not_found', `No tool named ${name}`, {
           tools: tools.map((x) => x.name),
         });
       }
-      await state.charge?.(tool.budget);
       checkArguments(tool, args ?? {});
       const result = (await tool.run(args ?? {}, ctx)) as Record<string, unknown>;
       return {
@@ -109,8 +114,14 @@ export function mcpModule(deps: AppDeps) {
       MCP_PATH,
       async ({ request, body, tenant, headers }) => {
         const state = requestState(request);
-        // Tool calls are charged per tool, inside the call; anything else is one read.
-        if (!callsTool(body)) await state.charge?.('read');
+        // Before anything runs: each message that is not a tool call is one read (an empty
+        // batch too); each tool call is counted as it runs, against its tool's budget (call).
+        const charge = chargerOf(state);
+        const messages = Array.isArray(body) ? body : [body];
+        const others = messages.filter((m) => !isToolCall(m)).length;
+        for (let i = 0; i < Math.max(others, messages.length === 0 ? 1 : 0); i++) {
+          await charge('read');
+        }
         const server = serverFor(request, {
           tenantId: tenant.id,
           idempotencyKey: headers['idempotency-key'],
@@ -140,8 +151,9 @@ export function mcpModule(deps: AppDeps) {
           summary: 'Model Context Protocol (Streamable HTTP, stateless)',
           description:
             'Tools: add_messages, search_messages, list_messages, list_conversations, ' +
-            'get_message, delete_message. Each tool call spends the rate-limit budget of its ' +
-            'HTTP route (writes or reads); other messages spend one read.',
+            'get_message, delete_message. Each message (of a batch too) counts as one call: a ' +
+            'tool call against the rate-limit budget of its HTTP route (writes or reads), any ' +
+            'other message as one read.',
           security: [{ tenantKey: [] }],
         },
       },
@@ -150,11 +162,18 @@ export function mcpModule(deps: AppDeps) {
     .delete(MCP_PATH, notAllowed, { detail: { hide: true } });
 }
 
-/** Whether a JSON-RPC message (or batch) carries a tools/call. */
-function callsTool(body: unknown): boolean {
-  const messages = Array.isArray(body) ? body : [body];
-  return messages.some(
-    (m) =>
-      m !== null && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/call',
-  );
+/**
+ * Whether the SDK hands this message to the tools/call handler, which counts it: the SDK's own
+ * schemas decide, so a message it would not dispatch there is counted up front instead.
+ */
+function isToolCall(message: unknown): boolean {
+  return isJSONRPCRequest(message) && CallToolRequestSchema.safeParse(message).success;
+}
+
+/** How this request's calls are counted; with no way to count (a wiring bug), nothing runs. */
+function chargerOf(state: RequestState): (budget: Budget) => Promise<void> {
+  if (!state.charge) {
+    throw new AppError(500, 'internal_error', 'This call cannot be counted against a budget');
+  }
+  return state.charge;
 }

@@ -1,4 +1,5 @@
 import { t } from 'elysia';
+import { embeddingFailureCategories } from '../../embeddings/failures';
 import {
   DateTimeInput,
   UuidOut,
@@ -110,7 +111,13 @@ export function messageModels(maxContentChars: number) {
       [t.Literal('pending'), t.Literal('ready'), t.Literal('failed'), t.Literal('disabled')],
       { description: 'pending until the background worker has embedded the message' },
     ),
-    embedding_error: t.Nullable(t.String({ description: 'Why embedding failed or is retrying' })),
+    embedding_error: t.Nullable(
+      t.String({
+        description:
+          'Why embedding failed or is retrying: `<category>: <message>`, the category one of ' +
+          `${embeddingFailureCategories.join(', ')}; the message is written by threadstore`,
+      }),
+    ),
   });
 
   return {

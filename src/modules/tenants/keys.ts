@@ -1,8 +1,9 @@
+import QuickLRU from '@alloc/quick-lru';
 import { and, eq, gt, isNull, or, sql } from 'drizzle-orm';
 import { apiKeys, tenants } from '../../db/schema';
 import type { Subscription } from '../../db/listener';
 import type { Database, DatabaseHandle } from '../../db/types';
-import { hashKey, safeEqual } from '../../lib/keys';
+import { hashKey, isTenantKeyShaped, safeEqual } from '../../lib/keys';
 
 export interface ResolvedTenant {
   id: string;
@@ -40,6 +41,17 @@ const REFRESH_WAIT_MS = 1000;
 
 /** Most keys kept in memory; beyond it the oldest entry is dropped. */
 const MAX_CACHED_KEYS = 10_000;
+
+/**
+ * How long a well-formed key that no tenant has is answered as unknown without a lookup. Short,
+ * because a key can appear without a notification reaching this instance (a restore, or a
+ * notification lost while the listener was down); long enough that a guesser repeating a key
+ * costs the database one lookup per this interval at most.
+ */
+export const UNKNOWN_KEY_TTL_MS = 2000;
+
+/** Most unknown keys remembered; beyond it the least recently used is forgotten. */
+const MAX_UNKNOWN_KEYS = 10_000;
 
 /**
  * The NOTIFY channel of key and tenant changes; the payload is the tenant id. Every instance
@@ -82,6 +94,11 @@ export interface ListenerState {
  */
 export class KeyResolver {
   private readonly cache = new Map<string, CacheEntry>();
+  /** Hashes of well-formed keys found unknown lately (see UNKNOWN_KEY_TTL_MS). */
+  private readonly unknown = new QuickLRU<string, true>({
+    maxSize: MAX_UNKNOWN_KEYS,
+    maxAge: UNKNOWN_KEY_TTL_MS,
+  });
   /** Background reads under way, by key hash: when each began (performance.now()). */
   private readonly refreshing = new Map<string, number>();
   private listening = false;
@@ -123,7 +140,19 @@ export class KeyResolver {
     return this.cache.size;
   }
 
+  /** The tenant of a key, or null for a key that is not (or no longer) valid. */
   async resolve(key: string): Promise<ResolvedTenant | null> {
+    const known = this.peek(key);
+    if (known !== undefined) return known;
+    return this.read(hashKey(key), this.generation);
+  }
+
+  /**
+   * What can be said of a key without the database: its tenant (cached), null (malformed, or
+   * found unknown within UNKNOWN_KEY_TTL_MS), or undefined when only a lookup can tell.
+   */
+  peek(key: string): ResolvedTenant | null | undefined {
+    if (!isTenantKeyShaped(key)) return null;
     const hash = hashKey(key);
     const now = Date.now();
     const hit = this.cache.get(hash);
@@ -132,7 +161,8 @@ export class KeyResolver {
       return hit.tenant;
     }
     if (hit) this.cache.delete(hash);
-    return this.read(hash, this.generation);
+    if (this.unknown.has(hash)) return null;
+    return undefined;
   }
 
   /**
@@ -178,7 +208,10 @@ export class KeyResolver {
     // The index lookup is by hash; the final comparison is constant-time all the same.
     if (!row || !safeEqual(row.keyHash, hash)) {
       // Revoked or expired since it was cached (a background read finds this first).
-      if (generation === this.generation) this.cache.delete(hash);
+      if (generation === this.generation) {
+        this.cache.delete(hash);
+        this.unknown.set(hash, true);
+      }
       return null;
     }
     const tenant: ResolvedTenant = {
@@ -205,6 +238,8 @@ export class KeyResolver {
   /** Drops every cached key of a tenant (after rotation, disabling or deletion). */
   forgetTenant(tenantId: string): void {
     this.generation++;
+    // Which unknown keys belong to the tenant cannot be told: a key just made may be among them.
+    this.unknown.clear();
     for (const [hash, entry] of this.cache) {
       if (entry.tenant.id === tenantId) this.cache.delete(hash);
     }
@@ -214,6 +249,7 @@ export class KeyResolver {
   forgetAll(): void {
     this.generation++;
     this.cache.clear();
+    this.unknown.clear();
   }
 
   /**
