@@ -7,7 +7,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { Elysia, t } from 'elysia';
 import type { AppDeps } from '../../deps';
-import { AppError } from '../../lib/errors';
+import { AppError, requestTimedOut } from '../../lib/errors';
 import { commonErrors } from '../../lib/schemas';
 import { tenantAuth } from '../../plugins/auth';
 import { describeError } from '../../plugins/errors';
@@ -61,6 +61,8 @@ export function mcpModule(deps: AppDeps) {
     const state = requestState(request);
     state.tool = name;
     try {
+      // A batch whose request has timed out starts none of its remaining tools.
+      if (state.signal?.aborted) throw requestTimedOut();
       if (!tool) {
         throw new AppError(404, 'not_found', `No tool named ${name}`, {
           tools: tools.map((x) => x.name),
