@@ -130,26 +130,43 @@ describe('PoolGate shares the pool fairly between tenants', () => {
     expect(gate.stats()).toEqual({ max: 20, inUse: 20, waiting: 176, inFlight: 80 });
   });
 
-  test('a freed permit goes to the waiting tenant holding fewest, not to the head of the flood', async () => {
-    const gate = new PoolGate(2, 10_000, 2);
+  test('once another tenant is active, a flood is held to its share of connections and the newcomer goes first', async () => {
+    const gate = new PoolGate(4, 10_000, 2, { activeWindowMs: 100 });
     const r = tenants(gate);
-    for (const name of ['a1', 'a2', 'a3', 'a4', 'a5', 'a6', 'a7']) void r.take(name);
+    // A alone: every permit, two per connection.
+    for (let i = 1; i <= 11; i++) void r.take(`a${i}`);
     await tick();
-    // B asks after A's flood is queued.
+    expect(r.granted).toEqual(['a1', 'a2', 'a3', 'a4', 'a5', 'a6', 'a7', 'a8']);
+    // B asks after A's flood is queued. Shared now: one statement per connection, and
+    // at most half of the connections each.
     for (const name of ['b1', 'b2']) void r.take(name);
     await tick();
-    expect(r.granted).toEqual(['a1', 'a2', 'a3', 'a4']);
-    r.release('a1');
+    for (const name of ['a1', 'a2', 'a3', 'a4']) r.release(name);
     await tick();
-    // First in line by time is a5, but A holds three permits and B none.
+    // Four statements still on four connections: none idle, nothing granted.
+    expect(r.granted).toHaveLength(8);
+    r.release('a5');
+    await tick();
+    // a9 has waited longest, but B runs nothing and A three.
     expect(r.granted.at(-1)).toBe('b1');
-    r.release('a2');
+    r.release('a6');
     await tick();
-    // A 2, B 1: B again.
     expect(r.granted.at(-1)).toBe('b2');
-    r.release('a3');
+    r.release('a7');
+    r.release('a8');
     await tick();
-    expect(r.granted.at(-1)).toBe('a5');
+    // A's share is two connections: a9 and a10, and a11 waits although one is idle.
+    expect(r.granted.slice(-2)).toEqual(['a9', 'a10']);
+    r.release('b1');
+    await tick();
+    expect(r.granted.at(-1)).toBe('a10');
+    expect(gate.stats()).toEqual({ max: 4, inUse: 3, waiting: 1, inFlight: 3 });
+    // B quiet past the window: A is alone again and takes the rest.
+    r.release('b2');
+    await Bun.sleep(200);
+    r.release('a9');
+    await tick();
+    expect(r.granted.at(-1)).toBe('a11');
   });
 
   test('with two tenants waiting and holding alike, freed permits alternate between them', async () => {

@@ -33,17 +33,40 @@ export interface PoolGateOptions {
   queueMax?: number;
   /** The scope of the statement being sent (the current request's); none by default. */
   scope?: () => GateScope | undefined;
+  /** How long a tenant counts as active after its last statement ended (ms). */
+  activeWindowMs?: number;
+  /** Statements are pipelined only while they hold their permit this long or less on average. */
+  pipelineQuickMs?: number;
 }
 
 /** The share of work of no tenant (background jobs, key lookups, admin routes). */
 const NO_TENANT = '';
+/**
+ * A tenant whose last statement ended less than this long ago still counts as active: it is
+ * probably between two requests, and its next statement should find its share free.
+ */
+const ACTIVE_WINDOW_MS = 1000;
+/** Idle lanes are forgotten at most this often (a sweep of the map). */
+const SWEEP_MS = 50;
+/**
+ * Pipelining pays while statements are short (a create's round trip is most of its cost); behind
+ * a statement of a hundred milliseconds it only makes the next one wait. Above this average
+ * holding time, every statement waits for a connection of its own.
+ */
+const PIPELINE_QUICK_MS = 10;
+/** Weight of the newest statement in the running average of holding times. */
+const HOLD_EWMA_WEIGHT = 0.05;
 
-/** One tenant's statements: permits held, those waiting (in order), when it was last served. */
+/** One tenant's statements: held, waiting (in order), when last served and last active. */
 interface Lane {
   key: string;
+  /** Permits held (a transaction holds a connection's worth). */
   held: number;
+  /** Statements and transactions running, each on a connection. */
+  running: number;
   waiting: Waiter[];
   servedAt: number;
+  activeAt: number;
 }
 
 interface Waiter {
@@ -61,15 +84,17 @@ interface Waiter {
  * `database_busy`, so a saturated database sheds load instead of piling up requests that will
  * time out anyway.
  *
- * Fair and work-conserving: a statement that finds room and nobody waiting goes at once,
- * whoever sends it, so a tenant alone may take every permit. Once statements wait, each tenant
- * waits in a lane of its own, in order, and a freed permit goes to the waiting tenant holding
- * the fewest permits (ties: the one served longest ago). A tenant flooding the pool therefore
- * keeps it only while nobody else wants it: another tenant's statement waits for one release,
- * not behind the whole flood, and when several tenants keep statements waiting their shares
- * even out. The queue is bounded by `queueMax`: past it, the tenant with the longest lane loses
- * its newest waiter (429 `concurrency_limited`), or the newcomer is refused with 503
- * `database_busy` when it is the only one waiting.
+ * A tenant alone (the only one with a statement in the last ACTIVE_WINDOW_MS; work of no tenant
+ * does not count) may take every permit: each connection's `depth` of them. Once several are
+ * active, each may hold at most its fair share of the connections (their number divided by the
+ * active tenants, rounded up), one statement per connection: a flood of one tenant then leaves
+ * idle connections for the others, whose statements start at once instead of queueing behind
+ * it, on a connection or in the gate. A tenant that goes quiet for ACTIVE_WINDOW_MS gives its
+ * share back. Waiting statements queue per tenant, in order; a freed connection goes to the
+ * waiting tenant running the fewest (ties: the one served longest ago). The queue is bounded by
+ * `queueMax`: past it, the tenant with the longest lane loses its newest waiter (429
+ * `concurrency_limited`), or the newcomer is refused with 503 `database_busy` when it is the
+ * only one waiting.
  *
  * Each connection takes up to `depth` queries at once: postgres.js pipelines them (sends the next
  * before the previous one's answer is back), and PostgreSQL reads and answers several in one
@@ -77,22 +102,29 @@ interface Waiter {
  * 0.39 ms; with four, 0.35 and 0.28 (`bun bench/cpu.ts create`, 128 connections, pool of 20).
  * The price is that a pipelined query waits for those ahead of it on its connection rather than
  * for the first connection to free: postgres.js gives a new query to an idle connection when
- * there is one, otherwise to the next busy one, a slow statement's included. Its own limit per
- * connection (`max_pipeline`) stays at its default of 100: set lower, a transaction's BEGIN
- * sent to a connection at the limit never takes the connection (postgres.js skips its
- * `onexecute`), and the transaction fails. A transaction holds its connection alone, so it
- * takes a whole connection's room (`depth` permits) here, and the lane it waits in is not
- * overtaken by the others while it is the one to serve.
+ * there is one, otherwise to the next busy one, a slow statement's included. So statements are
+ * pipelined only for a tenant alone, and only while they are quick (PIPELINE_QUICK_MS): behind
+ * a flood of slow searches, a newcomer would otherwise wait for every statement sent ahead of
+ * it on its connection. Its own limit per connection (`max_pipeline`) stays at its default of
+ * 100: set lower, a transaction's BEGIN sent to a connection at the limit never takes the
+ * connection (postgres.js skips its `onexecute`), and the transaction fails. A transaction
+ * holds its connection alone, so it takes a whole connection's room (`depth` permits) here,
+ * and the lane it waits in is not overtaken by the others while it is the one to serve.
  */
 export class PoolGate {
   private used = 0;
   private running = 0;
   private waitingCount = 0;
   private serial = 0;
+  private sweptAt = 0;
+  /** Running average of how long a statement holds its permit, ms. */
+  private holdMs = 0;
   private readonly capacity: number;
   private readonly queueMax: number;
   private readonly scopeOf: () => GateScope | undefined;
-  /** Lanes of tenants holding permits or waiting. */
+  private readonly activeWindowMs: number;
+  private readonly pipelineQuickMs: number;
+  /** Lanes of tenants holding permits, waiting, or active within the window. */
   private readonly lanes = new Map<string, Lane>();
   /** Lanes with statements waiting. */
   private readonly queued = new Set<Lane>();
@@ -106,6 +138,9 @@ export class PoolGate {
     this.capacity = max * depth;
     this.queueMax = options.queueMax ?? Number.POSITIVE_INFINITY;
     this.scopeOf = options.scope ?? (() => undefined);
+    // At least a sweep's interval: a lane is never swept in the turn that created it.
+    this.activeWindowMs = Math.max(SWEEP_MS, options.activeWindowMs ?? ACTIVE_WINDOW_MS);
+    this.pipelineQuickMs = options.pipelineQuickMs ?? PIPELINE_QUICK_MS;
   }
 
   stats(): PoolStats {
@@ -130,18 +165,15 @@ export class PoolGate {
     const signal = scope?.signal;
     if (signal?.aborted) return Promise.reject(requestTimedOut());
     const lane = this.laneOf(scope?.tenantId ?? NO_TENANT);
-    if (this.waitingCount === 0 && this.used + weight <= this.capacity) {
+    if (this.waitingCount === 0 && this.fits(lane, weight)) {
       this.take(lane, weight);
       return Promise.resolve(this.releaser(lane, weight));
     }
     if (this.waitingCount >= this.queueMax) {
       const refusal = this.shed(lane);
-      if (refusal) {
-        this.dropIfIdle(lane);
-        return Promise.reject(refusal);
-      }
+      if (refusal) return Promise.reject(refusal);
     }
-    return new Promise((resolve, reject) => {
+    const granted = new Promise<() => void>((resolve, reject) => {
       const leave = (error: Error) => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
@@ -150,7 +182,6 @@ export class PoolGate {
         lane.waiting.splice(at, 1);
         this.waitingCount--;
         if (lane.waiting.length === 0) this.queued.delete(lane);
-        this.dropIfIdle(lane);
         reject(error);
         // A heavy waiter that gave up may have been holding lighter ones back.
         this.grantWaiting();
@@ -173,19 +204,49 @@ export class PoolGate {
       this.waitingCount++;
       this.queued.add(lane);
     });
+    // A newcomer below its share may go at once although others wait (at their share).
+    this.grantWaiting();
+    return granted;
   }
 
   private laneOf(key: string): Lane {
     let lane = this.lanes.get(key);
     if (!lane) {
-      lane = { key, held: 0, waiting: [], servedAt: 0 };
+      // Active from now: a sweep before its first statement is granted must not drop it.
+      lane = { key, held: 0, running: 0, waiting: [], servedAt: 0, activeAt: performance.now() };
       this.lanes.set(key, lane);
     }
     return lane;
   }
 
-  private dropIfIdle(lane: Lane): void {
-    if (lane.held === 0 && lane.waiting.length === 0) this.lanes.delete(lane.key);
+  /** Tenants active now or within the window (work of no tenant is not one). */
+  private activeTenants(): number {
+    const now = performance.now();
+    if (now - this.sweptAt >= SWEEP_MS) {
+      this.sweptAt = now;
+      for (const [key, lane] of this.lanes) {
+        if (
+          lane.held === 0 &&
+          lane.waiting.length === 0 &&
+          now - lane.activeAt > this.activeWindowMs
+        )
+          this.lanes.delete(key);
+      }
+    }
+    return this.lanes.size - (this.lanes.has(NO_TENANT) ? 1 : 0);
+  }
+
+  /** Whether `lane` may take `weight` permits now. */
+  private fits(lane: Lane, weight: number): boolean {
+    if (this.used + weight > this.capacity) return false;
+    const tenants = this.activeTenants();
+    if (tenants > 1) {
+      // Shared: a connection of its own, within the tenant's fair share of them.
+      if (this.running >= this.max) return false;
+      return lane.key === NO_TENANT || lane.running < Math.ceil(this.max / tenants);
+    }
+    // Alone: every permit, pipelined while statements are quick.
+    return this.running < this.max || this.holdMs <= this.pipelineQuickMs;
   }
 
   /**
@@ -209,30 +270,35 @@ export class PoolGate {
     this.used += weight;
     this.running++;
     lane.held += weight;
+    lane.running++;
     lane.servedAt = ++this.serial;
   }
 
   private releaser(lane: Lane, weight: number): () => void {
     let released = false;
+    const grantedAt = performance.now();
     return () => {
       if (released) return;
       released = true;
+      const now = performance.now();
+      this.holdMs += (now - grantedAt - this.holdMs) * HOLD_EWMA_WEIGHT;
       this.used -= weight;
       this.running--;
       lane.held -= weight;
-      this.dropIfIdle(lane);
+      lane.running--;
+      lane.activeAt = now;
       this.grantWaiting();
     };
   }
 
-  /** The waiting tenant to serve next: the fewest permits held, then the longest unserved. */
+  /** The waiting tenant to serve next: the fewest running, then the longest unserved. */
   private next(): Lane | undefined {
     let best: Lane | undefined;
     for (const lane of this.queued) {
       if (
         !best ||
-        lane.held < best.held ||
-        (lane.held === best.held && lane.servedAt < best.servedAt)
+        lane.running < best.running ||
+        (lane.running === best.running && lane.servedAt < best.servedAt)
       ) {
         best = lane;
       }
@@ -243,7 +309,7 @@ export class PoolGate {
   private grantWaiting(): void {
     for (let lane = this.next(); lane; lane = this.next()) {
       const head = lane.waiting[0]!;
-      if (this.used + head.weight > this.capacity) return;
+      if (!this.fits(lane, head.weight)) return;
       lane.waiting.shift();
       this.waitingCount--;
       if (lane.waiting.length === 0) this.queued.delete(lane);
