@@ -244,6 +244,18 @@ async function seedFairness(ts: ServerProcess, sql: postgres.Sql) {
   return { flooder, victim };
 }
 
+/** Waits until no statement of threadstore runs on the server (at most 15 s). */
+async function databaseQuiet(sql: postgres.Sql): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    const [row] = await sql<{ n: number }[]>`
+      select count(*)::int as n from pg_stat_activity
+      where application_name = 'threadstore' and state <> 'idle'`;
+    if (row!.n === 0) return;
+    await Bun.sleep(100);
+  }
+}
+
 /**
  * Fairness of the database pool between tenants: tenant B's p99 on a cheap read (a page of 20
  * messages) alone, then while tenant A floods full-text searches that rank 20,000 messages
@@ -287,6 +299,8 @@ export async function fairness(
   await Bun.sleep(1000);
   const loaded = await load(ts, { scenario: 'fairness: B under the flood' }, cheap);
   const flood = await flooding;
+  // The flood's requests still queued in the server finish (or time out) before B goes alone.
+  await databaseQuiet(sql);
   // A lone tenant takes the whole pool: 256 connections of reads, none refused.
   const alone = await load(
     ts,

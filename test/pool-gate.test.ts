@@ -169,6 +169,35 @@ describe('PoolGate shares the pool fairly between tenants', () => {
     expect(r.granted.at(-1)).toBe('a11');
   });
 
+  test('tenants with one statement now and then share one part: a flood keeps half the pool', async () => {
+    const gate = new PoolGate(4, 10_000, 1);
+    const r = tenants(gate);
+    for (let i = 1; i <= 6; i++) void r.take(`a${i}`);
+    await tick();
+    expect(r.granted).toEqual(['a1', 'a2', 'a3', 'a4']);
+    // Three tenants with one statement each, one after the other, each served at once on the
+    // first idle connection.
+    void r.take('c1');
+    await tick();
+    r.release('a1');
+    await tick();
+    expect(r.granted.at(-1)).toBe('c1');
+    for (const name of ['d1', 'e1']) {
+      r.release(r.granted.at(-1)!);
+      await tick();
+      void r.take(name);
+      await tick();
+      expect(r.granted.at(-1)).toBe(name);
+    }
+    r.release('e1');
+    r.release('a2');
+    r.release('a3');
+    await tick();
+    // Counted one by one, four tenants would leave A one connection; as one part, two.
+    expect(r.granted.at(-1)).toBe('a5');
+    expect(gate.stats()).toEqual({ max: 4, inUse: 2, waiting: 1, inFlight: 2 });
+  });
+
   test('with two tenants waiting and holding alike, freed permits alternate between them', async () => {
     const gate = new PoolGate(1, 10_000, 1);
     const r = tenants(gate);

@@ -67,6 +67,10 @@ interface Lane {
   waiting: Waiter[];
   servedAt: number;
   activeAt: number;
+  /** Most running at once in the current window (from peakAt) and in the one before. */
+  peak: number;
+  previousPeak: number;
+  peakAt: number;
 }
 
 interface Waiter {
@@ -117,6 +121,9 @@ export class PoolGate {
   private waitingCount = 0;
   private serial = 0;
   private sweptAt = 0;
+  /** shareUnits() as last counted, and whether a change since calls for counting again. */
+  private units = 0;
+  private sharesDirty = false;
   /** Running average of how long a statement holds its permit, ms. */
   private holdMs = 0;
   private readonly capacity: number;
@@ -213,37 +220,69 @@ export class PoolGate {
     let lane = this.lanes.get(key);
     if (!lane) {
       // Active from now: a sweep before its first statement is granted must not drop it.
-      lane = { key, held: 0, running: 0, waiting: [], servedAt: 0, activeAt: performance.now() };
+      const now = performance.now();
+      lane = {
+        key,
+        held: 0,
+        running: 0,
+        waiting: [],
+        servedAt: 0,
+        activeAt: now,
+        peak: 0,
+        previousPeak: 0,
+        peakAt: now,
+      };
       this.lanes.set(key, lane);
+      this.sharesDirty = true;
     }
     return lane;
   }
 
-  /** Tenants active now or within the window (work of no tenant is not one). */
-  private activeTenants(): number {
+  /**
+   * How many ways the connections are shared: one for each tenant active within the window that
+   * wants more than one connection at once (now or at its peak in the window), and one for all
+   * the others together. Many tenants with a request now and then thus leave a flood half the
+   * pool rather than a sliver, and share the other half. Work of no tenant is not counted.
+   */
+  private shareUnits(): number {
     const now = performance.now();
-    if (now - this.sweptAt >= SWEEP_MS) {
-      this.sweptAt = now;
-      for (const [key, lane] of this.lanes) {
-        if (
-          lane.held === 0 &&
-          lane.waiting.length === 0 &&
-          now - lane.activeAt > this.activeWindowMs
-        )
-          this.lanes.delete(key);
+    if (!this.sharesDirty && now - this.sweptAt < SWEEP_MS) return this.units;
+    this.sweptAt = now;
+    this.sharesDirty = false;
+    let heavy = 0;
+    let light = 0;
+    for (const [key, lane] of this.lanes) {
+      const idle = lane.held === 0 && lane.waiting.length === 0;
+      if (idle && now - lane.activeAt > this.activeWindowMs) {
+        this.lanes.delete(key);
+        continue;
       }
+      if (key === NO_TENANT) continue;
+      if (Math.max(this.peakOf(lane, now), lane.running + lane.waiting.length) > 1) heavy++;
+      else light++;
     }
-    return this.lanes.size - (this.lanes.has(NO_TENANT) ? 1 : 0);
+    this.units = heavy + (light > 0 ? 1 : 0);
+    return this.units;
+  }
+
+  /** Most statements `lane` ran at once in this window and the one before. */
+  private peakOf(lane: Lane, now: number): number {
+    if (now - lane.peakAt >= this.activeWindowMs) {
+      lane.previousPeak = now - lane.peakAt < 2 * this.activeWindowMs ? lane.peak : 0;
+      lane.peak = lane.running;
+      lane.peakAt = now;
+    }
+    return Math.max(lane.peak, lane.previousPeak);
   }
 
   /** Whether `lane` may take `weight` permits now. */
   private fits(lane: Lane, weight: number): boolean {
     if (this.used + weight > this.capacity) return false;
-    const tenants = this.activeTenants();
-    if (tenants > 1) {
+    const units = this.shareUnits();
+    if (units > 1) {
       // Shared: a connection of its own, within the tenant's fair share of them.
       if (this.running >= this.max) return false;
-      return lane.key === NO_TENANT || lane.running < Math.ceil(this.max / tenants);
+      return lane.key === NO_TENANT || lane.running < Math.ceil(this.max / units);
     }
     // Alone: every permit, pipelined while statements are quick.
     return this.running < this.max || this.holdMs <= this.pipelineQuickMs;
@@ -272,6 +311,11 @@ export class PoolGate {
     lane.held += weight;
     lane.running++;
     lane.servedAt = ++this.serial;
+    // A tenant that wants a second connection at once gets a share of its own.
+    if (lane.running > this.peakOf(lane, performance.now()) && lane.running === 2) {
+      this.sharesDirty = true;
+    }
+    lane.peak = Math.max(lane.peak, lane.running);
   }
 
   private releaser(lane: Lane, weight: number): () => void {
