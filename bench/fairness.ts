@@ -14,7 +14,7 @@ import {
 import { fairness } from './scenarios';
 
 /** B's p99 under A's flood may be at most this many times its p99 alone. */
-export const FAIRNESS_GOAL_P99 = 2;
+const FAIRNESS_GOAL_P99 = 2;
 
 const args = process.argv.slice(2);
 const flag = (name: string) => {
