@@ -1,7 +1,8 @@
 // The data the read scenarios work on, and the middleware the bench switches off one at a time.
 import type autocannon from 'autocannon';
 import type postgres from 'postgres';
-import { type ServerProcess, type Tenant, api, createTenant } from './lib';
+import { type ServerProcess, type Tenant, api, createTenant, load } from './lib';
+import type { Run } from './types';
 
 // 1,000 made-up words, so that a one-word query matches about 1% of the corpus, as a word of
 // a real conversation does, rather than a quarter of it.
@@ -167,4 +168,154 @@ export function mixedRequests(corpus: Corpus, onCreated: () => void): autocannon
       },
     },
   ];
+}
+
+/** Messages of the flooding tenant in the fairness scenario, every one with FLOOD_WORD. */
+const FLOOD_MESSAGES = 20_000;
+const FLOOD_WORD = 'common';
+/** Connections of the flood, and of the lone tenant that must see no refusal. */
+const FLOOD_CONNECTIONS = 128;
+const ALONE_CONNECTIONS = 256;
+/** Connections of the tenant whose latency is watched. */
+const VICTIM_CONNECTIONS = 4;
+
+/** What the fairness scenario measured. */
+export interface FairnessResult {
+  /** Tenant B's cheap read alone, then while tenant A floods expensive searches. */
+  unloaded: Run;
+  loaded: Run;
+  flood: Run;
+  alone: Run;
+  /** B's p99 loaded over unloaded (unloaded taken as at least 1 ms). */
+  p99Ratio: number;
+  /** Answers by status code: A's during the flood, B's under it, B's alone at 256. */
+  floodStatuses: Record<string, number>;
+  aloneStatuses: Record<string, number>;
+  victimStatuses: Record<string, number>;
+}
+
+const statusesOf = (raw: autocannon.Result): Record<string, number> =>
+  Object.fromEntries(
+    Object.entries(
+      (raw as unknown as { statusCodeStats: Record<string, { count: number }> }).statusCodeStats,
+    ).map(([code, { count }]) => [code, count]),
+  );
+
+/**
+ * Seeds tenant A with FLOOD_MESSAGES messages that all contain FLOOD_WORD (a search for it
+ * ranks every one of them: an expensive read), straight in the database and kept from the
+ * embedding worker, and tenant B with one short conversation through the API.
+ */
+async function seedFairness(ts: ServerProcess, sql: postgres.Sql) {
+  const flooder = await createTenant(ts.base, 'fairness: A floods');
+  const victim = await createTenant(ts.base, 'fairness: B reads');
+  await sql.begin(async (tx) => {
+    await tx`insert into conversations (tenant_id, id)
+      select ${flooder.id}, 'flood-' || g from generate_series(0, 19) g`;
+    const contents = Array.from(
+      { length: FLOOD_MESSAGES },
+      (_, n) => `${FLOOD_WORD} ${sentence(n)}`,
+    );
+    await tx`
+      insert into messages (id, tenant_id, conversation_id, role, content, created_at)
+      select gen_random_uuid(), ${flooder.id}, 'flood-' || (n % 20), 'user', content,
+        now() - make_interval(secs => n::int)
+      from unnest(${contents}::text[]) with ordinality as u(content, n)`;
+    // Full-text search is what is measured; the embedding worker stays out of it.
+    await tx`update message_search set embedding_status = 'disabled'
+      where tenant_id = ${flooder.id}`;
+  });
+  await api(
+    ts.base,
+    'POST',
+    '/v1/messages/batch',
+    victim.api_key,
+    {
+      messages: Array.from({ length: 50 }, (_, i) => ({
+        conversation_id: 'b',
+        role: i % 2 ? 'assistant' : 'user',
+        content: sentence(i),
+      })),
+    },
+    201,
+  );
+  await embeddingBacklogDrained(sql);
+  await sql`analyze messages, message_search`;
+  return { flooder, victim };
+}
+
+/** Waits until no statement of threadstore runs on the server (at most 15 s). */
+async function databaseQuiet(sql: postgres.Sql): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    const [row] = await sql<{ n: number }[]>`
+      select count(*)::int as n from pg_stat_activity
+      where application_name = 'threadstore' and state <> 'idle'`;
+    if (row!.n === 0) return;
+    await Bun.sleep(100);
+  }
+}
+
+/**
+ * Fairness of the database pool between tenants: tenant B's p99 on a cheap read (a page of 20
+ * messages) alone, then while tenant A floods full-text searches that rank 20,000 messages
+ * each at 128 connections; then B's reads alone at 256 connections, which must see no refusal
+ * (a tenant alone takes the whole pool).
+ */
+export async function fairness(
+  ts: ServerProcess,
+  sql: postgres.Sql,
+  seconds: number,
+): Promise<FairnessResult> {
+  const { flooder, victim } = await seedFairness(ts, sql);
+  const cheap: autocannon.Options = {
+    url: `${ts.base}/v1/messages?conversation_id=b&limit=20`,
+    headers: { authorization: `Bearer ${victim.api_key}` },
+    connections: VICTIM_CONNECTIONS,
+    duration: seconds,
+  };
+  const expensive = (connections: number, duration: number): autocannon.Options => ({
+    url: `${ts.base}/v1/search`,
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${flooder.api_key}`,
+      'content-type': 'application/json',
+    },
+    body: JSON.stringify({ query: FLOOD_WORD, mode: 'fulltext', limit: 10 }),
+    connections,
+    duration,
+  });
+  // Warm: both keys cached, connections open, plans made.
+  await load(ts, { scenario: 'fairness warm-up' }, { ...cheap, duration: 2 });
+  await load(ts, { scenario: 'fairness warm-up' }, expensive(16, 2));
+
+  const unloaded = await load(ts, { scenario: 'fairness: B alone' }, cheap);
+  // A's flood starts first and outlasts B's run on both sides.
+  const flooding = load(
+    ts,
+    { scenario: 'fairness: A floods' },
+    expensive(FLOOD_CONNECTIONS, seconds + 2),
+  );
+  await Bun.sleep(1000);
+  const loaded = await load(ts, { scenario: 'fairness: B under the flood' }, cheap);
+  const flood = await flooding;
+  // The flood's requests still queued in the server finish (or time out) before B goes alone.
+  await databaseQuiet(sql);
+  // A lone tenant takes the whole pool: 256 connections of reads, none refused.
+  const alone = await load(
+    ts,
+    { scenario: 'fairness: B alone' },
+    { ...cheap, connections: ALONE_CONNECTIONS },
+  );
+  const strip = ({ raw: _raw, ...run }: Run & { raw: autocannon.Result }): Run => run;
+  return {
+    unloaded: strip(unloaded),
+    loaded: strip(loaded),
+    flood: strip(flood),
+    alone: strip(alone),
+    p99Ratio: loaded.latency.p99 / Math.max(unloaded.latency.p99, 1),
+    floodStatuses: statusesOf(flood.raw),
+    aloneStatuses: statusesOf(alone.raw),
+    victimStatuses: statusesOf(loaded.raw),
+  };
 }

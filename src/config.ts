@@ -25,6 +25,12 @@ const ConfigSchema = T.Object({
   DB_STATEMENT_TIMEOUT_MS: T.Optional(T.Integer({ minimum: 0 })),
   /** How long a request waits for a pooled connection before it gets 503 database_busy. */
   DB_POOL_ACQUIRE_TIMEOUT_MS: T.Integer({ minimum: 1, default: 5000 }),
+  /**
+   * Most queries waiting for a pooled connection at once. Past it the tenant with the most
+   * waiting loses its newest (429 concurrency_limited), or the newcomer gets 503 database_busy
+   * when no other tenant waits.
+   */
+  DB_POOL_QUEUE_MAX: T.Integer({ minimum: 0, default: 1000 }),
   /** A request running longer than this gets 503 request_timeout. */
   REQUEST_TIMEOUT_MS: T.Integer({ minimum: 100, maximum: 600_000, default: 10_000 }),
   /** How long in-flight requests get to finish after SIGTERM/SIGINT before the process exits. */

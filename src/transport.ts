@@ -3,7 +3,7 @@ import type { App } from './app';
 import type { AppDeps } from './deps';
 import { pathOf } from './lib/path';
 import type { ErrorBody } from './plugins/errors';
-import { requestState } from './plugins/request-id';
+import { requestState, withRequestState } from './plugins/request-id';
 
 /** Seconds a client should wait before retrying a request that timed out. */
 const TIMEOUT_RETRY_AFTER_SECONDS = '1';
@@ -14,9 +14,10 @@ export type RequestIpSource = Pick<Server<unknown>, 'requestIP'>;
 /**
  * The HTTP entry point around the Elysia app: records the socket address (the only client
  * address that cannot be spoofed) and bounds every request by REQUEST_TIMEOUT_MS. A request
- * still running then gets 503 `request_timeout`; the database work behind it is cancelled by
- * the statement timeout on its connection (DB_STATEMENT_TIMEOUT_MS, the same bound by default),
- * so a slow query does not keep a pooled connection.
+ * still running then gets 503 `request_timeout`, and its database work stops with it: the
+ * request's signal aborts, the pool gate cancels its statements in flight and refuses its next
+ * ones (a loop of statements stops between two), and its transaction rolls back. The
+ * statement timeout on each connection (DB_STATEMENT_TIMEOUT_MS) stays as a backstop.
  */
 export function createFetchHandler(app: App, { config, logger, metrics }: AppDeps) {
   /** Long admin operations have limits of their own instead of REQUEST_TIMEOUT_MS. */
@@ -30,6 +31,8 @@ export function createFetchHandler(app: App, { config, logger, metrics }: AppDep
       config.REQUEST_TIMEOUT_MS;
     const state = requestState(request);
     if (server) state.socketIp = () => server.requestIP(request)?.address;
+    const deadline = new AbortController();
+    state.signal = deadline.signal;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<Response>((resolve) => {
       timer = setTimeout(() => {
@@ -45,10 +48,12 @@ export function createFetchHandler(app: App, { config, logger, metrics }: AppDep
           'request timed out',
         );
         resolve(timeoutResponse(state.id, state.headers, timeoutMs));
+        // After the answer is settled: what the abort makes the handler throw is never shown.
+        deadline.abort();
       }, timeoutMs);
     });
     try {
-      return await Promise.race([app.fetch(request), timedOut]);
+      return await Promise.race([withRequestState(state, () => app.fetch(request)), timedOut]);
     } finally {
       clearTimeout(timer);
     }

@@ -13,6 +13,8 @@ import { migrate, rowsOf } from '../src/db/migrate';
 import type { DatabaseHandle } from '../src/db/types';
 import { createDeps } from '../src/deps';
 import { createLogger } from '../src/logger';
+import { toAppError } from '../src/plugins/errors';
+import { withRequestState } from '../src/plugins/request-id';
 
 const ADMIN_KEY = 'pglite-admin-key-0123456789';
 /** A fresh PGlite takes 4 to 8 s here; leave room for a slower machine. */
@@ -154,5 +156,31 @@ describe('the embedded database', () => {
 
   test('cannot be opened twice at once: two writers would corrupt it', async () => {
     await expect(openDatabase(config, logger)).rejects.toThrow(/already open/);
+  });
+
+  test('refuses the statements of a request that has timed out, in a transaction too, which rolls back', async () => {
+    const deadline = new AbortController();
+    const state = { id: 'pglite-deadline', startedAt: performance.now(), signal: deadline.signal };
+    const key = `deadline-${crypto.randomUUID()}`;
+    const failed = await withRequestState(state, () =>
+      database.db.transaction(async (tx) => {
+        await tx.execute(sql`insert into app_settings (key, value) values (${key}, '1')`);
+        deadline.abort();
+        await tx.execute(sql`insert into app_settings (key, value) values (${`${key}-2`}, '2')`);
+      }),
+    ).catch((err: unknown) => err);
+    expect(toAppError(undefined, failed)?.code).toBe('request_timeout');
+    // Awaited inside: a drizzle query is sent when awaited, in the context of whoever awaits it.
+    const refused = await withRequestState(state, async () => {
+      await database.db.execute(sql`select 1`);
+    }).catch((err: unknown) => err);
+    expect(toAppError(undefined, refused)?.code).toBe('request_timeout');
+    // Outside the request all is as before, and the transaction left nothing.
+    const rows = rowsOf<{ n: number }>(
+      await database.db.execute(
+        sql`select count(*)::int as n from app_settings where key like ${`${key}%`}`,
+      ),
+    );
+    expect(rows[0]!.n).toBe(0);
   });
 });

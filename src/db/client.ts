@@ -3,6 +3,7 @@ import postgres from 'postgres';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
 import { listenPostgres, type Subscription } from './listener';
+import { currentRequestState } from '../plugins/request-id';
 import { gatedClient, PoolGate } from './pool-gate';
 import * as schema from './schema';
 import type { Database, DatabaseHandle } from './types';
@@ -51,6 +52,8 @@ function openPostgres(config: Config, url: string, logger: Logger): DatabaseHand
     config.DB_POOL_MAX,
     config.DB_POOL_ACQUIRE_TIMEOUT_MS,
     config.DB_PIPELINE_DEPTH,
+    // The current request's tenant and deadline: fair shares, and no work past the timeout.
+    { queueMax: config.DB_POOL_QUEUE_MAX, scope: currentRequestState },
   );
   const gated = gatedClient(sql, gate);
   const db = drizzle(gated, { schema }) as unknown as Database;

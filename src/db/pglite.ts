@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { type Extension, PGlite } from '@electric-sql/pglite';
+import { type Extension, PGlite, type Transaction } from '@electric-sql/pglite';
 import { vector } from '@electric-sql/pglite-pgvector';
 import { drizzle } from 'drizzle-orm/pglite';
 // Embedded as files so PGlite works inside the compiled binary, which has no node_modules.
@@ -11,7 +11,9 @@ import pgliteWasmPath from '@electric-sql/pglite/pglite.wasm' with { type: 'file
 // By path: the package's exports map lists only its JavaScript, which finds the bundle through
 // import.meta.url, a path inside the binary that PGlite cannot read (see vectorExtension).
 import vectorBundlePath from '../../node_modules/@electric-sql/pglite-pgvector/dist/vector.tar.gz' with { type: 'file' };
+import { requestTimedOut } from '../lib/errors';
 import type { Logger } from '../logger';
+import { currentRequestState } from '../plugins/request-id';
 import * as schema from './schema';
 import type { Database, DatabaseHandle } from './types';
 
@@ -26,6 +28,38 @@ const LOCK_ATTEMPTS = 3;
  * well run with a read-only root filesystem).
  */
 const VECTOR_BUNDLE_COPY = '.pgvector.tar.gz';
+
+/**
+ * The client with every statement (in a transaction too) refused once the current request has
+ * timed out, as the pool gate does for PostgreSQL: a loop of statements stops between two, and
+ * a transaction rolls back. A statement already running cannot be cancelled here (PGlite runs
+ * it on this thread); the next one is never sent.
+ */
+function withinDeadline(client: PGlite): PGlite {
+  return new Proxy(client, {
+    get(target, prop, receiver) {
+      if (prop === 'query') return checkedQuery(target);
+      if (prop === 'transaction') {
+        return <T>(fn: (tx: Transaction) => Promise<T>) =>
+          target.transaction((tx) =>
+            fn(
+              new Proxy(tx, {
+                get: (t, p, r) => (p === 'query' ? checkedQuery(t) : Reflect.get(t, p, r)),
+              }),
+            ),
+          );
+      }
+      return Reflect.get(target, prop, receiver);
+    },
+  });
+}
+
+function checkedQuery(target: Pick<PGlite, 'query'>): PGlite['query'] {
+  return ((...args: Parameters<PGlite['query']>) => {
+    if (currentRequestState()?.signal?.aborted) return Promise.reject(requestTimedOut());
+    return target.query(...args);
+  }) as PGlite['query'];
+}
 
 /** Directories this process has open, since a pid check cannot tell "me again" from "me". */
 const openDirs = new Set<string>();
@@ -65,7 +99,7 @@ export async function openPglite(dataDir: string, logger: Logger): Promise<Datab
     { data_dir: dir, duration_ms: Math.round(performance.now() - started), vector: vectorVersion },
     'embedded database opened',
   );
-  const db = drizzle(client, { schema }) as unknown as Database;
+  const db = drizzle(withinDeadline(client), { schema }) as unknown as Database;
   return {
     kind: 'pglite',
     db,

@@ -5,10 +5,11 @@ import type { Logger } from '../logger';
 import { type RequestState, requestState } from './request-id';
 
 /**
- * 5xx codes whose source logs them itself, rate-limited: one line per request during an outage
- * would flood the log.
+ * 5xx codes whose source logs them itself: rate-limited, as one line per request during an
+ * outage would flood the log, or once per request (the transport logs each timeout; what the
+ * timed-out work throws afterwards is the same event again).
  */
-const LOGGED_AT_SOURCE = new Set<ErrorCode>(['rate_limit_unavailable']);
+const LOGGED_AT_SOURCE = new Set<ErrorCode>(['rate_limit_unavailable', 'request_timeout']);
 
 /** The one error body of the API. */
 export interface ErrorBody {

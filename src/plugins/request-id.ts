@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { Elysia } from 'elysia';
 import type { ResolvedTenant } from '../modules/tenants/keys';
 import type { Budget, Pricing } from './rate-limit';
@@ -21,6 +22,11 @@ export interface RequestState {
   /** How the rate limiter counted this request (by the route it read from the path). */
   pricing?: Pricing;
   /**
+   * Aborted when the transport answers 503 request_timeout: the database layer then cancels
+   * the request's statements in flight and refuses to start new ones (src/db/pool-gate.ts).
+   */
+  signal?: AbortSignal;
+  /**
    * Counts one call against a budget, when the rate limiter left that to the route (the MCP
    * endpoint, whose calls depend on the messages sent); throws 429 over the budget. Absent:
    * nothing can be counted, and the route must refuse to run anything.
@@ -33,6 +39,11 @@ export interface RequestState {
 }
 
 const states = new WeakMap<Request, RequestState>();
+/**
+ * The state of the request whose work is running, for code that is not handed the Request: the
+ * database pool gate reads the tenant (fair sharing) and the timeout signal from it.
+ */
+const current = new AsyncLocalStorage<RequestState>();
 const CALLER_ID = /^[A-Za-z0-9._-]{1,128}$/;
 
 /** State of a request, created on first use (by the transport, or by the first plugin). */
@@ -43,6 +54,16 @@ export function requestState(request: Request): RequestState {
     states.set(request, state);
   }
   return state;
+}
+
+/** Runs `fn` (the handling of one request) with `state` as the current request's state. */
+export function withRequestState<T>(state: RequestState, fn: () => T): T {
+  return current.run(state, fn);
+}
+
+/** The state of the request being handled, or undefined outside one (background work). */
+export function currentRequestState(): RequestState | undefined {
+  return current.getStore();
 }
 
 /**

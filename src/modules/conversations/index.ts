@@ -59,7 +59,16 @@ export function conversationsModule({ db, cursors, keys }: AppDeps) {
       {
         params: ConversationParams,
         response: { 204: t.Void(), 404: commonErrors[422], ...commonErrors },
-        detail: { summary: 'Delete a conversation and all its messages', security },
+        detail: {
+          summary: 'Delete a conversation and all its messages',
+          description:
+            'Messages are deleted in batches of 1,000, each a short statement of its own. A ' +
+            'deletion still running at REQUEST_TIMEOUT_MS stops there and answers 503 ' +
+            'request_timeout: the conversation stays with the messages not deleted yet, and ' +
+            'repeating the DELETE finishes it. 204 means the conversation and every message ' +
+            'are gone.',
+          security,
+        },
       },
     )
     .post(
@@ -76,6 +85,10 @@ export function conversationsModule({ db, cursors, keys }: AppDeps) {
         },
         detail: {
           summary: 'Archive every message of a conversation (hidden unless include_archived)',
+          description:
+            'In batches of 5,000 messages. One still running at REQUEST_TIMEOUT_MS stops there ' +
+            'and answers 503 request_timeout with part of the messages archived; repeating the ' +
+            'call archives the rest.',
           security,
         },
       },

@@ -105,8 +105,37 @@ export async function getConversation(
   return toView(row);
 }
 
-/** Deletes a conversation and, by cascade, all its messages. */
+/** Messages deleted per statement when a conversation is deleted. */
+export const DELETE_BATCH = 1000;
+
+/**
+ * Deletes a conversation and all its messages. The messages go in batches of DELETE_BATCH, each
+ * its own short statement, so deleting a very long conversation never holds its row locks (or
+ * the GIN index's) for long, and stops between two batches when the request times out. The
+ * conversation row goes last, and its cascade takes what a write in flight added meanwhile.
+ * Interrupted (503 request_timeout), it leaves the conversation with the messages not yet
+ * deleted, and a repeat finishes the job; only a 204 means all of it is gone.
+ */
 export async function deleteConversation(db: Database, tenantId: string, id: string) {
+  const [exists] = await db
+    .select({ id: conversations.id })
+    .from(conversations)
+    .where(and(eq(conversations.tenantId, tenantId), eq(conversations.id, id)));
+  if (!exists) throw notFound('Conversation');
+  for (;;) {
+    // message_search rows go with their messages (foreign key cascade).
+    const [row] = rowsOf<{ n: number }>(
+      await db.execute(sql`
+        with d as (
+          delete from messages where id in (
+            select id from messages
+            where tenant_id = ${tenantId} and conversation_id = ${id}
+            limit ${DELETE_BATCH})
+          returning 1)
+        select count(*)::int as n from d`),
+    );
+    if (Number(row?.n ?? 0) < DELETE_BATCH) break;
+  }
   const deleted = await db
     .delete(conversations)
     .where(and(eq(conversations.tenantId, tenantId), eq(conversations.id, id)))

@@ -8,7 +8,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { Elysia, t } from 'elysia';
 import type { AppDeps } from '../../deps';
-import { AppError } from '../../lib/errors';
+import { AppError, requestTimedOut } from '../../lib/errors';
 import { commonErrors } from '../../lib/schemas';
 import { tenantAuth } from '../../plugins/auth';
 import { describeError } from '../../plugins/errors';
@@ -65,6 +65,8 @@ export function mcpModule(deps: AppDeps) {
     const state = requestState(request);
     state.tool = name;
     try {
+      // A batch whose request has timed out starts none of its remaining tools.
+      if (state.signal?.aborted) throw requestTimedOut();
       // A call of an unknown tool is a call all the same: one read.
       await chargerOf(state)(tool?.budget ?? 'read');
       if (!tool) {
