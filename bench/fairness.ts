@@ -2,6 +2,7 @@
 // B's p99 on a cheap read alone and while tenant A floods expensive searches at 128
 // connections, and B alone at 256 connections with no refusal. About a minute.
 // Usage: bun bench/fairness.ts [--seconds 8] [--rebuild] [--binary path] [NAME=value …]
+import { availableParallelism } from 'node:os';
 import postgres from 'postgres';
 import {
   BINARY,
@@ -13,6 +14,13 @@ import {
 } from './lib';
 import { fairness } from './scenarios';
 
+/**
+ * Pool size per database core when none is given: the sizing rule the README gives for heavy
+ * reads (2 to 4 connections per core). Fair shares keep B from waiting for a connection; they
+ * cannot keep A's share of a larger pool from crowding the database's CPUs, which here are the
+ * machine's own.
+ */
+const POOL_PER_DATABASE_CORE = 4;
 /** B's p99 under A's flood may be at most this many times its p99 alone. */
 const FAIRNESS_GOAL_P99 = 2;
 
@@ -25,10 +33,15 @@ const seconds = Number(flag('--seconds') ?? 8);
 const binary = flag('--binary');
 if (!binary) ensureBinary(args.includes('--rebuild'));
 
+const settings = {
+  DB_POOL_MAX: String(POOL_PER_DATABASE_CORE * availableParallelism()),
+  ...settingsFrom(args),
+};
+
 const { pg, embeddings } = await startInfrastructure();
 const sql = postgres(pg.url, { max: 2, onnotice: () => {} });
 try {
-  const ts = await startThreadstore(pg.url, embeddings, settingsFrom(args), 'threadstore', [
+  const ts = await startThreadstore(pg.url, embeddings, settings, 'threadstore', [
     binary ?? BINARY,
     'serve',
   ]);
@@ -40,7 +53,7 @@ try {
   console.log(
     JSON.stringify(
       {
-        settings: settingsFrom(args),
+        settings,
         b_p99_unloaded_ms: r.unloaded.latency.p99,
         b_p99_loaded_ms: r.loaded.latency.p99,
         b_p99_ratio: Math.round(r.p99Ratio * 100) / 100,
