@@ -189,6 +189,8 @@ describe('the embedded database', () => {
         outside = count().finally(() => (outsideDone = true));
         await Bun.sleep(50);
         expect(outsideDone).toBe(false);
+        // The session as a pool of one: the transaction holds it, the outside query waits.
+        expect(database.poolStats()).toMatchObject({ max: 1, inUse: 1, waiting: 1 });
         expect(
           rowsOf<{ n: number }>(
             await tx.execute(sql`select count(*)::int as n from worker_tx_check`),
@@ -196,6 +198,7 @@ describe('the embedded database', () => {
         ).toBe(1);
       });
       expect(await outside!).toBe(1);
+      expect(database.poolStats()).toEqual({ max: 1, inUse: 0, waiting: 0, inFlight: 0 });
 
       const failed = database.db.transaction(async (tx) => {
         await tx.execute(sql`insert into worker_tx_check values (2)`);

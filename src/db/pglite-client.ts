@@ -1,4 +1,5 @@
 import type { PGlite, QueryOptions } from '@electric-sql/pglite';
+import type { PoolStats } from './pool-gate';
 import type { WireError, WireResults, WorkerReply, WorkerRequest } from './pglite-protocol';
 
 /** A request without its id, which the client assigns (distributed over the union). */
@@ -52,6 +53,10 @@ export class PgliteWorkerClient {
   >();
   #nextId = 1;
   #nextTx = 1;
+  /** Queries outside any transaction, sent and not yet answered. */
+  #outside = 0;
+  /** Transactions begun (or waiting to begin) and not yet ended. */
+  #transactions = 0;
   /** Set once the worker is closed or gone: every later call fails with it. */
   #gone: Error | null = null;
 
@@ -103,17 +108,38 @@ export class PgliteWorkerClient {
   /** Runs `fn` in a transaction: committed when it resolves, rolled back when it throws. */
   async transaction<T>(fn: (tx: TransactionClient) => Promise<T>): Promise<T> {
     const tx = this.#nextTx++;
-    await this.#send({ type: 'begin', tx });
-    let result: T;
+    this.#transactions++;
     try {
-      result = await fn({ query: (sql, params, options) => this.#query(sql, params, options, tx) });
-    } catch (err) {
-      // The callback's error is the one to report; a failed ROLLBACK leaves nothing to undo.
-      await this.#send({ type: 'end', tx, commit: false }).catch(() => {});
-      throw err;
+      await this.#send({ type: 'begin', tx });
+      let result: T;
+      try {
+        result = await fn({
+          query: (sql, params, options) => this.#query(sql, params, options, tx),
+        });
+      } catch (err) {
+        // The callback's error is the one to report; a failed ROLLBACK leaves nothing to undo.
+        await this.#send({ type: 'end', tx, commit: false }).catch(() => {});
+        throw err;
+      }
+      await this.#send({ type: 'end', tx, commit: true });
+      return result;
+    } finally {
+      this.#transactions--;
     }
-    await this.#send({ type: 'end', tx, commit: true });
-    return result;
+  }
+
+  /**
+   * The one session as a pool of one: in use while anything runs, the rest waiting. A
+   * transaction counts once from BEGIN to its end (it holds the session between statements).
+   */
+  stats(): PoolStats {
+    const units = this.#outside + this.#transactions;
+    return {
+      max: 1,
+      inUse: units > 0 ? 1 : 0,
+      waiting: Math.max(0, units - 1),
+      inFlight: this.#pending.size,
+    };
   }
 
   /**
@@ -141,14 +167,20 @@ export class PgliteWorkerClient {
     tx: number | undefined,
   ): Promise<WireWith<T>> {
     const parsers = options.parsers ?? {};
-    const result = (await this.#send({
-      type: 'query',
-      sql,
-      params,
-      rowMode: options.rowMode ?? 'object',
-      textTypes: Object.keys(parsers).map(Number),
-      tx,
-    })) as WireResults;
+    if (tx === undefined) this.#outside++;
+    let result: WireResults;
+    try {
+      result = (await this.#send({
+        type: 'query',
+        sql,
+        params,
+        rowMode: options.rowMode ?? 'object',
+        textTypes: Object.keys(parsers).map(Number),
+        tx,
+      })) as WireResults;
+    } finally {
+      if (tx === undefined) this.#outside--;
+    }
     applyParsers(result, options.rowMode ?? 'object', parsers);
     return result as WireWith<T>;
   }

@@ -48,8 +48,8 @@ export async function openPglite(dataDir: string, logger: Logger): Promise<Datab
     },
     // PGlite is one connection owned by this process (the data directory lock sees to that).
     withAdvisoryLock: (_key, fn) => fn(db),
-    // PGlite serialises queries itself over its one connection.
-    poolStats: () => ({ max: 1, inUse: 0, waiting: 0, inFlight: 0 }),
+    // PGlite serialises queries over its one session: what waits behind the running one shows.
+    poolStats: () => client.stats(),
     // Every change to the data comes from this process (the lock above), which drops what it
     // cached itself: there is nobody else to hear from, so everything is heard, for good.
     listen(_channel, handlers) {
