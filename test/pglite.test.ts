@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { createApp } from '../src/app';
 import { loadConfig } from '../src/config';
 import { openDatabase } from '../src/db/client';
+import { errorCodeOf } from '../src/db/errors';
 import { migrate, rowsOf } from '../src/db/migrate';
 import type { DatabaseHandle } from '../src/db/types';
 import { createDeps } from '../src/deps';
@@ -19,6 +20,10 @@ import { withRequestState } from '../src/plugins/request-id';
 const ADMIN_KEY = 'pglite-admin-key-0123456789';
 /** A fresh PGlite takes 4 to 8 s here; leave room for a slower machine. */
 const OPEN_TIMEOUT_MS = 60_000;
+/** Rows of the deliberately slow query: about a second of PGlite's time here. */
+const SLOW_QUERY_ROWS = 1_000_000;
+/** Generous: a 10 ms timer on a free event loop. */
+const TIMER_BOUND_MS = 150;
 const MIGRATION_COUNT = (
   JSON.parse(readFileSync(join(import.meta.dir, '..', 'drizzle', 'meta', '_journal.json'), 'utf8'))
     .entries as unknown[]
@@ -152,6 +157,83 @@ describe('the embedded database', () => {
     await run(sql`drop table pgvector_check`);
     // The bundle copy made for PGlite does not outlive start-up.
     expect(existsSync(join(dataDir, '.pgvector.tar.gz'))).toBe(false);
+  });
+
+  test('runs queries off the main thread: timers fire while a slow query runs', async () => {
+    const started = performance.now();
+    // `then` sends it now: a drizzle query runs only once awaited.
+    const slow = database.db
+      .execute(
+        sql`select count(distinct md5(g::text)) from generate_series(1, ${SLOW_QUERY_ROWS}::int) g`,
+      )
+      .then(() => performance.now() - started);
+    const timerFiredAfter = await new Promise<number>((resolve) =>
+      setTimeout(() => resolve(performance.now() - started), 10),
+    );
+    const queryMs = await slow;
+    // Slow enough that a blocked event loop would show; on the main thread the timer waited
+    // for the whole query.
+    expect(queryMs).toBeGreaterThan(TIMER_BOUND_MS * 2);
+    expect(timerFiredAfter).toBeLessThan(TIMER_BOUND_MS);
+  });
+
+  test('keeps a transaction on its session: outside queries wait for it, failures roll back', async () => {
+    const count = async () =>
+      rowsOf<{ n: number }>(
+        await database.db.execute(sql`select count(*)::int as n from worker_tx_check`),
+      )[0]!.n;
+    await database.db.execute(sql`create table worker_tx_check (n int primary key)`);
+    try {
+      let outside: Promise<number> | undefined;
+      let outsideDone = false;
+      await database.db.transaction(async (tx) => {
+        await tx.execute(sql`insert into worker_tx_check values (1)`);
+        outside = count().finally(() => (outsideDone = true));
+        await Bun.sleep(50);
+        expect(outsideDone).toBe(false);
+        // The session as a pool of one: the transaction holds it, the outside query waits.
+        expect(database.poolStats()).toMatchObject({ max: 1, inUse: 1, waiting: 1 });
+        expect(
+          rowsOf<{ n: number }>(
+            await tx.execute(sql`select count(*)::int as n from worker_tx_check`),
+          )[0]!.n,
+        ).toBe(1);
+      });
+      expect(await outside!).toBe(1);
+      expect(database.poolStats()).toEqual({ max: 1, inUse: 0, waiting: 0, inFlight: 0 });
+
+      const failed = database.db.transaction(async (tx) => {
+        await tx.execute(sql`insert into worker_tx_check values (2)`);
+        throw new Error('changed my mind');
+      });
+      // Not `expect(failed).rejects`: Bun waits for that promise without delivering the worker's
+      // messages, so it never settles.
+      expect(await failed.catch((err: Error) => err.message)).toBe('changed my mind');
+      expect(await count()).toBe(1);
+
+      // A nested transaction is a savepoint of the same session.
+      await database.db.transaction(async (tx) => {
+        await tx.execute(sql`insert into worker_tx_check values (3)`);
+        await tx
+          .transaction(async (inner) => {
+            await inner.execute(sql`insert into worker_tx_check values (4)`);
+            throw new Error('inner only');
+          })
+          .catch(() => {});
+      });
+      const rows = rowsOf<{ n: number }>(
+        await database.db.execute(sql`select n from worker_tx_check order by n`),
+      );
+      expect(rows.map((r) => r.n)).toEqual([1, 3]);
+
+      // PostgreSQL's error fields cross the thread: the error mapping reads the SQLSTATE.
+      const duplicate = await database.db
+        .execute(sql`insert into worker_tx_check values (1)`)
+        .catch((err: unknown) => err);
+      expect(errorCodeOf(duplicate)).toBe('23505');
+    } finally {
+      await database.db.execute(sql`drop table worker_tx_check`);
+    }
   });
 
   test('cannot be opened twice at once: two writers would corrupt it', async () => {
