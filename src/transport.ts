@@ -1,7 +1,7 @@
 import type { Server } from 'bun';
 import type { App } from './app';
 import type { AppDeps } from './deps';
-import { pathOf } from './lib/path';
+import { routePathOf } from './lib/path';
 import type { ErrorBody } from './plugins/errors';
 import { requestState, withRequestState } from './plugins/request-id';
 
@@ -27,7 +27,7 @@ export function createFetchHandler(app: App, { config, logger, metrics }: AppDep
   };
   return async function handleRequest(request: Request, server: RequestIpSource | null) {
     const timeoutMs =
-      (request.method === 'POST' && longRunning[`POST ${pathOf(request.url)}`]) ||
+      (request.method === 'POST' && longRunning[`POST ${routePathOf(request.url)}`]) ||
       config.REQUEST_TIMEOUT_MS;
     const state = requestState(request);
     if (server) state.socketIp = () => server.requestIP(request)?.address;

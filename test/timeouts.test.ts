@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import postgres from 'postgres';
-import { buildTestApp } from './support/app';
+import { ADMIN_KEY, buildTestApp } from './support/app';
 
 // A second session that blocks the app's writes by locking the messages table: real slowness,
 // from the database, with no test-only path in the service.
@@ -56,6 +56,30 @@ describe('request timeout', () => {
       const metrics = await t.call('GET', '/metrics');
       if (metrics.status === 200)
         expect(metrics.text).toMatch(/threadstore_request_timeouts_total 1/);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('long admin operations', () => {
+  test('a retention run has RETENTION_RUN_TIMEOUT_MS, not REQUEST_TIMEOUT_MS, in every spelling of its route', async () => {
+    const t = await buildTestApp({ REQUEST_TIMEOUT_MS: '300', RETENTION_RUN_TIMEOUT_MS: '20000' });
+    try {
+      const { id } = await t.tenant();
+      // Something to archive, so the run must wait for the locked messages table.
+      await blocker`update tenants set settings = ${blocker.json({ archive_after_days: 1 })}
+        where id = ${id}`;
+      await blocker`insert into conversations (tenant_id, id) values (${id}, 'old')`;
+      await blocker`insert into messages (id, tenant_id, conversation_id, role, content, created_at)
+        values (gen_random_uuid(), ${id}, 'old', 'user', 'old', now() - interval '30 days')`;
+      for (const path of ['/v1/admin/retention/run', '/v1/admin/retention/run/']) {
+        const res = await whileLocked(
+          () => t.call('POST', path, { key: ADMIN_KEY, body: {} }),
+          800,
+        );
+        expect({ path, status: res.status }).toEqual({ path, status: 200 });
+      }
     } finally {
       await t.close();
     }
