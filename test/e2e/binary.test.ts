@@ -2,8 +2,7 @@
 // run from other empty directories, over real HTTP on 127.0.0.1, against the test PostgreSQL and
 // against the embedded database.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import pkg from '../../package.json' with { type: 'json' };
@@ -15,6 +14,7 @@ import {
   READY_TIMEOUT_MS,
   ROOT,
   ServerProcess,
+  TempDirs,
 } from '../support/binary';
 import { LOG_FLUSH_INTERVAL_MS } from '../../src/logger';
 import { createDatabase } from '../support/postgres';
@@ -29,14 +29,10 @@ const MIGRATION_COUNT = (
   }
 ).entries.length;
 
-const tempDirs: string[] = [];
 let binary = '';
 
-function tempDir(label: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `threadstore-e2e-${label}-`));
-  tempDirs.push(dir);
-  return dir;
-}
+const temp = new TempDirs();
+const tempDir = (label: string) => temp.make(label);
 
 beforeAll(async () => {
   // Alone in a directory of its own: nothing beside the binary can help it.
@@ -45,7 +41,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await killAllServers();
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  temp.removeAll();
 });
 
 /** Runs the binary to completion. */

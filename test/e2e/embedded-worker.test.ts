@@ -2,10 +2,15 @@
 // executes in WebAssembly on the thread that calls it; it runs in a worker thread so that the
 // event loop stays free: /livez answers and the request timeout fires while searches are queued.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { BUILD_TIMEOUT_MS, buildBinary, killAllServers, ServerProcess } from '../support/binary';
+import {
+  BUILD_TIMEOUT_MS,
+  buildBinary,
+  killAllServers,
+  ServerProcess,
+  TempDirs,
+} from '../support/binary';
 
 const ADMIN_KEY = 'e2e-worker-admin-key-0123456789';
 /** Messages seeded, each containing SEARCH_WORD: one full-text search ranks all of them. */
@@ -32,7 +37,6 @@ const TIMEOUT_SLACK_MS = 500;
 const SETUP_TIMEOUT_MS = 150_000;
 const TEST_TIMEOUT_MS = 60_000;
 
-const dirs: string[] = [];
 let binary = '';
 let dataDir = '';
 let apiKey = '';
@@ -40,11 +44,8 @@ let apiKey = '';
 let searches = 0;
 let first: ServerProcess | undefined;
 
-function tempDir(label: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `threadstore-e2e-${label}-`));
-  dirs.push(dir);
-  return dir;
-}
+const temp = new TempDirs();
+const tempDir = (label: string) => temp.make(label);
 
 function start(vars: Record<string, string> = {}): Promise<ServerProcess> {
   return new ServerProcess(
@@ -95,7 +96,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await killAllServers();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  temp.removeAll();
 });
 
 describe('the embedded database runs off the request thread', () => {

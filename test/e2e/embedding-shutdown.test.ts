@@ -2,11 +2,14 @@
 // SHUTDOWN_TIMEOUT_MS (systemd and Compose would otherwise kill it) and give its claimed batch
 // back, so that another instance embeds it at once instead of after the lease.
 import { afterAll, beforeAll, expect, test } from 'bun:test';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import postgres from 'postgres';
-import { BUILD_TIMEOUT_MS, buildBinary, killAllServers, ServerProcess } from '../support/binary';
+import {
+  BUILD_TIMEOUT_MS,
+  buildBinary,
+  killAllServers,
+  ServerProcess,
+  TempDirs,
+} from '../support/binary';
 import { startEmbeddingServer } from '../support/embedding-server';
 import { createDatabase } from '../support/postgres';
 import { requirePgvector } from '../support/requires';
@@ -22,14 +25,10 @@ const MARGIN_MS = 2000;
 const LEASE_MS = 300_000;
 
 const provider = startEmbeddingServer({ dimensions: DIMENSIONS });
-const dirs: string[] = [];
 let binary = '';
 
-function tempDir(label: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `threadstore-e2e-${label}-`));
-  dirs.push(dir);
-  return dir;
-}
+const temp = new TempDirs();
+const tempDir = (label: string) => temp.make(label);
 
 beforeAll(async () => {
   binary = await buildBinary(tempDir('bin'));
@@ -38,7 +37,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await killAllServers();
   await provider.stop();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  temp.removeAll();
 });
 
 function start(databaseUrl: string): Promise<ServerProcess> {

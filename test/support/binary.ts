@@ -1,6 +1,7 @@
 // The compiled binary for end-to-end and fault tests: built fresh, copied alone into a directory
 // of its own, and run as `threadstore serve` with only the environment a test passes.
-import { copyFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const ROOT = join(import.meta.dir, '..', '..');
@@ -8,6 +9,21 @@ export const ROOT = join(import.meta.dir, '..', '..');
 export const BUILD_TIMEOUT_MS = 120_000;
 /** How long a server gets to log its port and answer /readyz 200. */
 export const READY_TIMEOUT_MS = 30_000;
+
+/** The temporary directories of one test file: `make` creates one, `removeAll` deletes them. */
+export class TempDirs {
+  private readonly dirs: string[] = [];
+
+  make(label: string): string {
+    const dir = mkdtempSync(join(tmpdir(), `threadstore-e2e-${label}-`));
+    this.dirs.push(dir);
+    return dir;
+  }
+
+  removeAll(): void {
+    for (const dir of this.dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 /** Runs `npm run build` and copies the binary to `dir`, alone; returns its path there. */
 export async function buildBinary(dir: string): Promise<string> {
