@@ -9,8 +9,12 @@ import { loadConfig } from '../src/config';
 import { openDatabase } from '../src/db/client';
 import { migrate, rowsOf } from '../src/db/migrate';
 import { createLogger } from '../src/logger';
-import { runRetention } from '../src/retention/job';
-import { archiveBatch, deleteEmptyConversations, purgeBatch } from '../src/retention/queries';
+import { runRetention } from '../src/modules/retention/job';
+import {
+  archiveBatch,
+  deleteEmptyConversations,
+  purgeBatch,
+} from '../src/modules/retention/queries';
 import { startPostgres } from '../test/support/postgres';
 
 const TENANTS = 100;

@@ -2,14 +2,15 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { type SQL, sql } from 'drizzle-orm';
 import postgres from 'postgres';
 import { rowsOf } from '../src/db/migrate';
-import { LAST_RUN_SETTING, type RetentionResult, runRetention } from '../src/retention/job';
+import { LAST_RUN_SETTING, runRetention } from '../src/modules/retention/job';
+import type { RetentionResult } from '../src/modules/retention/model';
 import {
   archiveBatch,
   deleteEmptyConversations,
   lockConversations,
   policiesQuery,
   purgeBatch,
-} from '../src/retention/queries';
+} from '../src/modules/retention/queries';
 import { ADMIN_KEY, buildTestApp, sharedApp } from './support/app';
 
 const t = await sharedApp();

@@ -7,7 +7,8 @@ import { openDatabase } from '../src/db/client';
 import { migrate, rowsOf } from '../src/db/migrate';
 import { loadConfig } from '../src/config';
 import { createLogger } from '../src/logger';
-import { searchMessages, type SearchInput } from '../src/modules/search/service';
+import type { SearchInput } from '../src/modules/search/model';
+import { searchMessages } from '../src/modules/search/service';
 import { buildTestApp, sharedApp, type TestApp } from './support/app';
 import {
   cosineSimilarity,

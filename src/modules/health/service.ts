@@ -7,7 +7,8 @@ import type { SearchCapabilities } from '../../embeddings/types';
 import { backlog } from '../../embeddings/worker';
 import type { RedisRateLimitStore } from '../../plugins/rate-limit-redis';
 import { type KeyResolver, UNCONFIRMED_TTL_MS } from '../tenants/keys';
-import { lastRetentionRun, type RetentionResult, storedRetentionRun } from '../../retention/job';
+import { lastRetentionRun, storedRetentionRun } from '../retention/job';
+import type { RetentionResult } from '../retention/model';
 import { VERSION } from '../../version';
 import type { HealthCheck, HealthReport, HealthStatus } from './model';
 

@@ -2,7 +2,6 @@ import { type Static, Type } from '@sinclair/typebox';
 import { t } from 'elysia';
 import { DateTimeInput } from '../../lib/schemas';
 import { ConversationId, MESSAGE_LIMITS, type MessageModels } from '../messages/model';
-import type { SearchInput } from './service';
 
 /** Limits and defaults of a search request; the schema and the service both read them. */
 export const SEARCH_LIMITS = {
@@ -77,6 +76,18 @@ export const SearchRequest = t.Object(
   },
   { additionalProperties: false },
 );
+
+/** A validated search request (the body of POST /v1/search with defaults applied). */
+export interface SearchInput {
+  query: string;
+  mode: SearchMode;
+  limit: number;
+  includeArchived: boolean;
+  conversationId?: string;
+  createdAfter?: string;
+  createdBefore?: string;
+  metadata?: Record<string, unknown>;
+}
 
 /** A search request with its defaults applied, as the service takes it. */
 export function searchInputOf(body: Static<typeof SearchRequest>): SearchInput {

@@ -1,8 +1,8 @@
 import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
-import type { Config } from '../config';
-import * as schema from '../db/schema';
-import type { Database, DatabaseHandle } from '../db/types';
+import type { Config } from '../../config';
+import * as schema from '../../db/schema';
+import type { Database, DatabaseHandle } from '../../db/types';
 
 /** What a try-lock gives: the work's value, or nothing when another session holds the lock. */
 export type TryLockResult<T> = { acquired: true; value: T } | { acquired: false };

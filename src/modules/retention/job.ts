@@ -1,10 +1,11 @@
 import { sql } from 'drizzle-orm';
-import type { Config } from '../config';
-import { rowsOf } from '../db/migrate';
-import type { Database, DatabaseHandle } from '../db/types';
-import { errorSummary, type Logger } from '../logger';
-import type { Metrics } from '../metrics';
+import type { Config } from '../../config';
+import { rowsOf } from '../../db/migrate';
+import type { Database, DatabaseHandle } from '../../db/types';
+import { errorSummary, type Logger } from '../../logger';
+import type { Metrics } from '../../metrics';
 import { tryAdvisoryLock } from './lock';
+import type { RetentionResult, TenantRetention } from './model';
 import {
   archiveBatch,
   deleteEmptyConversations,
@@ -18,34 +19,6 @@ const RETENTION_LOCK_KEY = 0x747372657461696en;
 /** app_settings key under which the last run is kept for other instances and restarts. */
 export const LAST_RUN_SETTING = 'retention_last_run';
 const DAY_MS = 86_400_000;
-
-/** What one run did to one tenant. */
-export interface TenantRetention {
-  tenant_id: string;
-  archived: number;
-  purged: number;
-  /** Conversations the purge left without messages, deleted with their last message. */
-  conversations_deleted: number;
-}
-
-/** The outcome of one run, as the route, the CLI, health and metrics show it. */
-export interface RetentionResult {
-  started_at: string;
-  duration_ms: number;
-  archived: number;
-  purged: number;
-  conversations_deleted: number;
-  /** Tenants with a policy that the run went through. */
-  tenants_processed: number;
-  /** Tenants where the run archived or purged something. */
-  tenants: TenantRetention[];
-  /** False when the run stopped early (time limit, shutdown or error): the next run resumes. */
-  complete: boolean;
-  /** True when another run held the lock; nothing was done. */
-  skipped: boolean;
-  reason?: string;
-  error?: string;
-}
 
 export interface RetentionDeps {
   database: DatabaseHandle;
