@@ -7,7 +7,8 @@ import autocannon from 'autocannon';
 import { type SQL, sql } from 'drizzle-orm';
 import { loadConfig } from '../src/config';
 import { openDatabase } from '../src/db/client';
-import { migrate, rowsOf } from '../src/db/migrate';
+import { migrate } from '../src/db/migrate';
+import { rowsOf } from '../src/db/raw';
 import { createLogger } from '../src/logger';
 import { runRetention } from '../src/modules/retention/job';
 import {

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import { type SQL, sql } from 'drizzle-orm';
 import postgres from 'postgres';
-import { rowsOf } from '../src/db/migrate';
+import { rowsOf } from '../src/db/raw';
 import { LAST_RUN_SETTING, runRetention } from '../src/modules/retention/job';
 import type { RetentionResult } from '../src/modules/retention/model';
 import {

@@ -4,7 +4,8 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { sql } from 'drizzle-orm';
 import { openDatabase } from '../src/db/client';
-import { migrate, rowsOf } from '../src/db/migrate';
+import { migrate } from '../src/db/migrate';
+import { rowsOf } from '../src/db/raw';
 import { loadConfig } from '../src/config';
 import { createLogger } from '../src/logger';
 import type { SearchInput } from '../src/modules/search/model';

@@ -1,6 +1,6 @@
 import { and, asc, desc, eq, sql } from 'drizzle-orm';
 import { conversations } from '../../db/schema';
-import { rowsOf } from '../../db/migrate';
+import { rowsOf } from '../../db/raw';
 import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
 import { notFound } from '../../lib/errors';

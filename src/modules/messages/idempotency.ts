@@ -1,6 +1,6 @@
 import { and, eq, sql } from 'drizzle-orm';
 import { errorCodeOf, FOREIGN_KEY_VIOLATION } from '../../db/errors';
-import { rowsOf } from '../../db/migrate';
+import { rowsOf } from '../../db/raw';
 import { idempotencyKeys } from '../../db/schema';
 import type { EmbeddingStatus } from '../../db/schema';
 import type { Database } from '../../db/types';

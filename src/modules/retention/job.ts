@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { Config } from '../../config';
-import { rowsOf } from '../../db/migrate';
+import { rowsOf } from '../../db/raw';
 import type { Database, DatabaseHandle } from '../../db/types';
 import { errorSummary, type Logger } from '../../logger';
 import type { Metrics } from '../../metrics';
