@@ -129,3 +129,9 @@ export function searchModels(messageModels: MessageModels) {
     }),
   };
 }
+
+export type SearchModels = ReturnType<typeof searchModels>;
+/** One result as the API shows it. */
+export type SearchResultView = Static<SearchModels['SearchResult']>;
+/** The answer to POST /v1/search; `mode` is the mode that ran. */
+export type SearchResponseView = Static<SearchModels['SearchResponse']>;

@@ -3,28 +3,22 @@ import { messages } from '../../db/schema';
 import { EmbeddingsUnavailableError, type QueryEmbedder } from '../../embeddings/types';
 import { AppError, validationFailed } from '../../lib/errors';
 import { parseRequestTime } from '../../lib/time';
-import { type MessageView, toMessageView } from '../messages/service';
+import type { MessageView } from '../messages/model';
+import { toMessageView } from '../messages/service';
 import { fullTextList, type Hit, type SearchContext, semanticList } from './lists';
-import { type MatchKind, SEARCH_LIMITS, type SearchInput, type SearchMode } from './model';
+import {
+  type MatchKind,
+  SEARCH_LIMITS,
+  type SearchInput,
+  type SearchMode,
+  type SearchResponseView,
+  type SearchResultView,
+} from './model';
 
 /** Reciprocal rank fusion constant: 1 / (k + rank), the value of the original paper. */
 const RRF_K = 60;
 /** Each list of a hybrid search fetches this many times `limit`, so fusion has depth. */
 const HYBRID_OVERFETCH = 3;
-
-/** One result as the API shows it. */
-export interface SearchResultView {
-  message: MessageView;
-  score: number;
-  matched: MatchKind[];
-}
-
-/** The answer to POST /v1/search; `mode` is the mode that ran. */
-export interface SearchResponseView {
-  results: SearchResultView[];
-  mode: SearchMode;
-  degraded: boolean;
-}
 
 /**
  * Searches one tenant's messages. Hybrid fuses the full-text and semantic lists by reciprocal
