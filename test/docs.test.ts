@@ -53,19 +53,35 @@ describe('links between the documentation pages', () => {
   const pages = ['README.md', 'CHANGELOG.md', 'bench/HISTORY.md'];
   for (const f of readdirMarkdown('docs')) pages.push(`docs/${f}`);
 
-  test('every relative link points at a file that exists', () => {
+  test('every relative link points at a file that exists, and at a heading of it', () => {
     const missing: string[] = [];
     for (const page of pages) {
       const text = readFileSync(join(root, page), 'utf8');
-      for (const [, target] of text.matchAll(/\]\(([^)#\s]+)(#[^)]*)?\)/g)) {
+      for (const [, target, anchor] of text.matchAll(/\]\(([^)#\s]*)(?:#([^)\s]*))?\)/g)) {
         if (/^[a-z]+:/.test(target!)) continue;
-        const path = join(root, page, '..', target!);
+        const path = target ? join(root, page, '..', target) : join(root, page);
         if (!existsSync(path)) missing.push(`${page} -> ${target}`);
+        else if (anchor && !headingSlugs(path).has(anchor))
+          missing.push(`${page} -> ${target}#${anchor}`);
       }
     }
     expect(missing).toEqual([]);
   });
 });
+
+/** The anchors GitHub gives the headings of a Markdown file. */
+function headingSlugs(path: string): Set<string> {
+  const slugs = new Set<string>();
+  for (const [, title] of readFileSync(path, 'utf8').matchAll(/^#{1,6} (.+)$/gm)) {
+    slugs.add(
+      title!
+        .toLowerCase()
+        .replace(/[^a-z0-9 _-]/g, '')
+        .replace(/ /g, '-'),
+    );
+  }
+  return slugs;
+}
 
 /** The Markdown files directly under `dir`. */
 function readdirMarkdown(dir: string): string[] {
