@@ -227,7 +227,7 @@ function serializeLink(err: unknown): LoggedError {
 export function errorSummary(err: unknown): string {
   const parts: string[] = [];
   let statement: string | undefined;
-  for (let e: LoggedError | undefined = serializeError(err); e; e = e.cause) {
+  for (const e of causes(serializeError(err), MAX_CAUSE_DEPTH + 1) as Generator<LoggedError>) {
     parts.push(e.code ? `${e.type} ${e.code}` : e.type);
     statement ??= e.statement;
   }

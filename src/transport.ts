@@ -63,7 +63,9 @@ function timeoutResponse(
   setHeaders: Record<string, unknown> | undefined,
   ms: number,
 ) {
-  const timedOut = errors.requestTimedOut(`The request did not complete within ${ms} ms`);
+  const timedOut = errors.requestTimedOut({
+    message: `The request did not complete within ${ms} ms`,
+  });
   const body: ErrorBody = {
     error: { code: timedOut.code, message: timedOut.message, request_id: requestId },
   };

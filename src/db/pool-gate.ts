@@ -399,9 +399,7 @@ async function untilAborted<T>(
     return await fn();
   } catch (err) {
     if (!signal.aborted) throw err;
-    const timedOut = errors.requestTimedOut();
-    timedOut.cause = err;
-    throw timedOut;
+    throw errors.requestTimedOut({ cause: err });
   } finally {
     if (onAbort) signal.removeEventListener('abort', onAbort);
   }

@@ -180,8 +180,11 @@ export const errors = {
    * 503: the request ran past its time limit. The transport answers it with this (and its own
    * message); what its remaining work throws is this too, so that nothing more of it runs.
    */
-  requestTimedOut: (message = 'The request did not complete in time') =>
-    make('request_timeout', message, { retryAfter: RETRY_AFTER_SECONDS.request_timeout }),
+  requestTimedOut: ({
+    message = 'The request did not complete in time',
+    cause,
+  }: { message?: string; cause?: unknown } = {}) =>
+    make('request_timeout', message, { retryAfter: RETRY_AFTER_SECONDS.request_timeout, cause }),
   /** 503: the embedding service is down; retry after the breaker's cool-down (whole seconds, at least 1). */
   embeddingsUnavailable: (retryAfterSeconds: number, cause: unknown) => {
     const retryAfter = Math.max(1, Math.ceil(retryAfterSeconds));
