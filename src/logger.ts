@@ -1,5 +1,6 @@
 import { tracingChannel } from 'node:diagnostics_channel';
 import pino from 'pino';
+import { causes } from './lib/errors';
 
 /**
  * Bun's TracingChannel has no `hasSubscribers` getter (oven-sh/bun#27805; Node has had it since
@@ -92,7 +93,7 @@ export interface LoggedError {
 }
 
 const SERIALIZED = Symbol('threadstore.serializedError');
-/** Links of a cause chain written (drizzle → postgres.js is two). */
+/** Causes written below an error (drizzle → postgres.js is two links). */
 const MAX_CAUSE_DEPTH = 4;
 const MAX_FRAMES = 12;
 /** A stack frame as JavaScriptCore and V8 print it, ending in a position or a native marker. */
@@ -160,7 +161,22 @@ function framesOf(err: Error): string | undefined {
  * text, bound parameters, PostgreSQL's detail or hint, or any other field: those carry message
  * content, search queries, metadata, ids and key material.
  */
-export function serializeError(err: unknown, depth = 0): LoggedError {
+export function serializeError(err: unknown): LoggedError {
+  let outermost: LoggedError | undefined;
+  let innermost: LoggedError | undefined;
+  for (const link of causes(err, MAX_CAUSE_DEPTH + 1)) {
+    const out = serializeLink(link);
+    if (innermost) innermost.cause = out;
+    else outermost = out;
+    // Serialized already: it brings its own causes.
+    if (out === link) break;
+    innermost = out;
+  }
+  return outermost ?? serializeLink(err);
+}
+
+/** One link of a cause chain, without its cause. */
+function serializeLink(err: unknown): LoggedError {
   if (err === null || typeof err !== 'object') {
     // A thrown string or number may be anything at all.
     return { type: err === null ? 'null' : typeof err };
@@ -199,9 +215,6 @@ export function serializeError(err: unknown, depth = 0): LoggedError {
     const stack = framesOf(err);
     if (stack) out.stack = stack;
   }
-  if (e.cause !== undefined && depth < MAX_CAUSE_DEPTH) {
-    out.cause = serializeError(e.cause, depth + 1);
-  }
   return out;
 }
 
@@ -214,7 +227,7 @@ export function serializeError(err: unknown, depth = 0): LoggedError {
 export function errorSummary(err: unknown): string {
   const parts: string[] = [];
   let statement: string | undefined;
-  for (let e: LoggedError | undefined = serializeError(err); e; e = e.cause) {
+  for (const e of causes(serializeError(err), MAX_CAUSE_DEPTH + 1) as Generator<LoggedError>) {
     parts.push(e.code ? `${e.type} ${e.code}` : e.type);
     statement ??= e.statement;
   }

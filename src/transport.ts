@@ -1,12 +1,10 @@
 import type { Server } from 'bun';
 import type { App } from './app';
 import type { AppDeps } from './deps';
+import { errors } from './lib/errors';
 import { routePathOf } from './lib/path';
 import type { ErrorBody } from './plugins/errors';
 import { requestState, withRequestState } from './plugins/request-id';
-
-/** Seconds a client should wait before retrying a request that timed out. */
-const TIMEOUT_RETRY_AFTER_SECONDS = '1';
 
 /** The part of Bun's server the handler uses (tests pass their own). */
 export type RequestIpSource = Pick<Server<unknown>, 'requestIP'>;
@@ -65,19 +63,18 @@ function timeoutResponse(
   setHeaders: Record<string, unknown> | undefined,
   ms: number,
 ) {
+  const timedOut = errors.requestTimedOut({
+    message: `The request did not complete within ${ms} ms`,
+  });
   const body: ErrorBody = {
-    error: {
-      code: 'request_timeout',
-      message: `The request did not complete within ${ms} ms`,
-      request_id: requestId,
-    },
+    error: { code: timedOut.code, message: timedOut.message, request_id: requestId },
   };
   const headers = new Headers();
   // Keep what the plugins already decided (request id, CORS, rate-limit headers).
   for (const [k, v] of Object.entries(setHeaders ?? {}))
     if (typeof v === 'string') headers.set(k, v);
   headers.set('content-type', 'application/json; charset=utf-8');
-  headers.set('retry-after', TIMEOUT_RETRY_AFTER_SECONDS);
+  for (const [k, v] of Object.entries(timedOut.headers ?? {})) headers.set(k, v);
   headers.set('x-request-id', requestId);
-  return new Response(JSON.stringify(body), { status: 503, headers });
+  return new Response(JSON.stringify(body), { status: timedOut.status, headers });
 }

@@ -1,7 +1,4 @@
-import { AppError, payloadTooLarge, validationFailed } from '../lib/errors';
-
-/** Seconds a client should wait before retrying when the database is unavailable. */
-const RETRY_AFTER_SECONDS = '2';
+import { type AppError, causes, errors } from '../lib/errors';
 
 /** Driver error codes (postgres.js and Node sockets) that mean "no usable connection". */
 const CONNECTION_CODES = new Set([
@@ -50,49 +47,29 @@ const PROGRAM_LIMIT_EXCEEDED = '54000';
  * caller (it becomes a logged 500). Drizzle wraps driver errors, so the cause chain is walked.
  */
 export function mapDatabaseError(err: unknown): AppError | null {
-  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as Error).cause, depth++) {
-    const code = String((e as { code?: unknown }).code ?? '');
+  for (const e of causes(err)) {
+    const code = String(codeField(e) ?? '');
     if (CONNECTION_CODES.has(code) || code.startsWith('08') || UNAVAILABLE_SQLSTATES.has(code)) {
-      return new AppError(
-        503,
-        'database_unavailable',
-        'The database is unavailable; retry shortly',
-        undefined,
-        {
-          'retry-after': RETRY_AFTER_SECONDS,
-        },
-      );
+      return errors.databaseUnavailable();
     }
-    if (code === '57014') {
-      return new AppError(
-        503,
-        'database_timeout',
-        'The database did not answer in time',
-        undefined,
-        {
-          'retry-after': RETRY_AFTER_SECONDS,
-        },
-      );
-    }
+    if (code === '57014') return errors.databaseTimeout();
     if (code === '23505' || code === '23503' || code === '40001' || code === '40P01') {
-      return new AppError(
-        409,
-        'conflict',
-        'The request conflicts with a concurrent change; retry it',
-      );
+      return errors.conflict();
     }
     if (code.length === 5 && code.startsWith('22')) {
-      return validationFailed(DATA_EXCEPTION_MESSAGES[code] ?? DATA_EXCEPTION_DEFAULT);
+      return errors.validationFailed(DATA_EXCEPTION_MESSAGES[code] ?? DATA_EXCEPTION_DEFAULT);
     }
     if (code === '23502' || code === '23514') {
-      return validationFailed('A value in the request breaks a rule of the database');
+      return errors.validationFailed('A value in the request breaks a rule of the database');
     }
     if (code === PROGRAM_LIMIT_EXCEEDED) {
-      return payloadTooLarge('A value in the request is too large for the database to store');
+      return errors.payloadTooLarge(
+        'A value in the request is too large for the database to store',
+      );
     }
     if (code.length === 5 && code.startsWith('54')) {
       // 54001 (statement too complex, e.g. a nesting too deep for the planner) and the like.
-      return validationFailed('The request is too complex for the database');
+      return errors.validationFailed('The request is too complex for the database');
     }
   }
   return null;
@@ -113,11 +90,16 @@ export function isRefusedValue(err: unknown): boolean {
 
 /** The SQLSTATE (or driver code) of a database error, looking through drizzle's wrapping. */
 export function errorCodeOf(err: unknown): string | undefined {
-  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as Error).cause, depth++) {
-    const code = (e as { code?: unknown }).code;
+  for (const e of causes(err)) {
+    const code = codeField(e);
     if (typeof code === 'string') return code;
   }
   return undefined;
+}
+
+/** The `code` field of one link of a cause chain (an object, or a thrown string or number). */
+function codeField(e: unknown): unknown {
+  return (e as { code?: unknown }).code;
 }
 
 /** SQLSTATE of a foreign key violation. */

@@ -1,5 +1,5 @@
 import type { PGlite, QueryOptions } from '@electric-sql/pglite';
-import { requestTimedOut } from '../lib/errors';
+import { errors } from '../lib/errors';
 import { currentRequestState } from '../plugins/request-id';
 import type { PoolStats } from './pool-gate';
 import type { WireError, WireResults, WorkerReply, WorkerRequest } from './pglite-protocol';
@@ -170,7 +170,7 @@ export class PgliteWorkerClient {
   ): Promise<WireWith<T>> {
     // A timed-out request sends no further statement, as the pool gate sees to for PostgreSQL:
     // a loop of statements stops between two, a transaction rolls back. One sent runs to its end.
-    if (currentRequestState()?.signal?.aborted) throw requestTimedOut();
+    if (currentRequestState()?.signal?.aborted) throw errors.requestTimedOut();
     const parsers = options.parsers ?? {};
     if (tx === undefined) this.#outside++;
     let result: WireResults;

@@ -1,5 +1,5 @@
 import type { Sql } from 'postgres';
-import { concurrencyLimited, databaseBusy, requestTimedOut } from '../lib/errors';
+import { errors } from '../lib/errors';
 
 /** What the pool is doing, for health and metrics. */
 export interface PoolStats {
@@ -176,7 +176,7 @@ export class PoolGate {
    */
   acquire(weight = 1, scope: GateScope | undefined = this.scopeOf()): Promise<() => void> {
     const signal = scope?.signal;
-    if (signal?.aborted) return Promise.reject(requestTimedOut());
+    if (signal?.aborted) return Promise.reject(errors.requestTimedOut());
     const lane = this.laneOf(scope?.tenantId ?? NO_TENANT);
     if (this.waitingCount === 0 && this.fits(lane, weight)) {
       this.take(lane, weight);
@@ -199,7 +199,7 @@ export class PoolGate {
         // A heavy waiter that gave up may have been holding lighter ones back.
         this.grantWaiting();
       };
-      const onAbort = () => leave(requestTimedOut());
+      const onAbort = () => leave(errors.requestTimedOut());
       const waiter: Waiter = {
         lane,
         weight,
@@ -211,7 +211,7 @@ export class PoolGate {
         },
         fail: leave,
       };
-      const timer = setTimeout(() => leave(databaseBusy()), this.acquireTimeoutMs);
+      const timer = setTimeout(() => leave(errors.databaseBusy()), this.acquireTimeoutMs);
       signal?.addEventListener('abort', onAbort, { once: true });
       lane.waiting.push(waiter);
       this.waitingCount++;
@@ -305,9 +305,9 @@ export class PoolGate {
     }
     if (longest === lane) {
       const alone = this.queued.size === 0 || (this.queued.size === 1 && this.queued.has(lane));
-      return alone ? databaseBusy() : concurrencyLimited();
+      return alone ? errors.databaseBusy() : errors.concurrencyLimited();
     }
-    longest.waiting[longest.waiting.length - 1]!.fail(concurrencyLimited());
+    longest.waiting[longest.waiting.length - 1]!.fail(errors.concurrencyLimited());
     return null;
   }
 
@@ -399,9 +399,7 @@ async function untilAborted<T>(
     return await fn();
   } catch (err) {
     if (!signal.aborted) throw err;
-    const timedOut = requestTimedOut();
-    timedOut.cause = err;
-    throw timedOut;
+    throw errors.requestTimedOut({ cause: err });
   } finally {
     if (onAbort) signal.removeEventListener('abort', onAbort);
   }
@@ -488,7 +486,7 @@ function deadlineClient(sql: Sql, signal: AbortSignal): Sql {
           // on the caller's behalf.
           deferred(target.unsafe(query, params as never, options), (q) =>
             signal.aborted
-              ? Promise.reject(requestTimedOut())
+              ? Promise.reject(errors.requestTimedOut())
               : untilAborted(
                   () => q,
                   signal,

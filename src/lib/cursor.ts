@@ -1,4 +1,4 @@
-import { AppError } from './errors';
+import { errors } from './errors';
 import { safeEqual } from './keys';
 
 /** Position of the last row of a page: keyset pagination resumes strictly after it. */
@@ -9,8 +9,7 @@ export interface CursorPosition {
   i: string;
 }
 
-const invalid = () =>
-  new AppError(400, 'invalid_cursor', 'The cursor is invalid, expired or belongs to another query');
+const invalid = errors.invalidCursor;
 
 /**
  * Opaque, signed cursors. The HMAC covers the tenant and the kind of listing, so a cursor

@@ -1,5 +1,6 @@
 import { FormatRegistry } from '@sinclair/typebox';
 import { t } from 'elysia';
+import { ERROR_STATUS } from './errors';
 
 /**
  * Elysia's `t.Integer` reads a query, path or header value as a number when `+value` is an
@@ -8,11 +9,18 @@ import { t } from 'elysia';
  */
 FormatRegistry.Set('integer', (value) => /^[0-9]+$/.test(value));
 
+/** Every error code and its status, read from the catalogue's table, e.g. "not_found (404)". */
+const ERROR_CODES_DOC = Object.entries(ERROR_STATUS)
+  .map(([code, status]) => `${code} (${status})`)
+  .join(', ');
+
 /** Shared schema pieces every module uses, so errors and ids look the same everywhere. */
 export const ErrorResponse = t.Object(
   {
     error: t.Object({
-      code: t.String({ description: 'Stable snake_case error code' }),
+      code: t.String({
+        description: `Stable snake_case error code, with its status: ${ERROR_CODES_DOC}`,
+      }),
       message: t.String(),
       request_id: t.String(),
       details: t.Optional(t.Unknown()),

@@ -1,5 +1,5 @@
 import { Elysia } from 'elysia';
-import { AppError } from '../lib/errors';
+import { errors } from '../lib/errors';
 import { bearerToken, safeEqual } from '../lib/keys';
 import type { KeyResolver } from '../modules/tenants/keys';
 import { requestState } from './request-id';
@@ -10,8 +10,7 @@ export interface TenantContext {
   name: string;
 }
 
-const unauthorized = (message: string) =>
-  new AppError(401, 'unauthorized', message, undefined, { 'www-authenticate': 'Bearer' });
+const { unauthorized } = errors;
 
 /**
  * Resolves the tenant from `Authorization: Bearer <key>` before validation runs, so anonymous
@@ -26,7 +25,7 @@ export function tenantAuth(keys: KeyResolver) {
     // The rate limiter has usually looked the key up already.
     const tenant = state.auth ? state.auth.tenant : await keys.resolve(token);
     if (!tenant) throw unauthorized('The API key is not valid');
-    if (tenant.disabled) throw new AppError(403, 'forbidden', 'This tenant is disabled');
+    if (tenant.disabled) throw errors.forbidden('This tenant is disabled');
     state.tenantId = tenant.id;
     return { tenant: { id: tenant.id, name: tenant.name } satisfies TenantContext };
   });

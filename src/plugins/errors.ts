@@ -1,6 +1,7 @@
 import { Elysia, ParseError, type Static, ValidationError } from 'elysia';
 import { isRefusedValue, mapDatabaseError } from '../db/errors';
-import { AppError, type ErrorCode } from '../lib/errors';
+// The catalogue is `errors` everywhere else; here that name is the plugin's.
+import { AppError, causes, type ErrorCode, errors as appErrors } from '../lib/errors';
 import { ErrorResponse } from '../lib/schemas';
 import type { Logger } from '../logger';
 import { type RequestState, requestState } from './request-id';
@@ -70,7 +71,7 @@ export function describeError(
       appError.message,
     );
   }
-  const final = appError ?? new AppError(500, 'internal_error', 'Internal server error');
+  const final = appError ?? appErrors.internal();
   const body: ErrorBody = {
     error: { code: final.code, message: final.message, request_id: state.id },
   };
@@ -81,13 +82,12 @@ export function describeError(
 /** Maps a thrown value to an AppError, or null when it is unexpected (a bug: a 500). */
 export function toAppError(code: unknown, error: unknown): AppError | null {
   // Drizzle wraps what the driver layer throws (the pool gate's database_busy among it).
-  for (let e: unknown = error, depth = 0; e && depth < 5; e = (e as Error).cause, depth++) {
+  for (const e of causes(error)) {
     if (e instanceof AppError) return e;
   }
   if (error instanceof ParseError || code === 'PARSE') {
-    const cause = (error as Error).cause;
-    if (cause instanceof AppError) return cause;
-    return new AppError(400, 'malformed_json', 'The request body is not valid JSON');
+    // A body parser's own AppError (its cause) was returned by the walk above.
+    return appErrors.malformedJson();
   }
   if (error instanceof ValidationError || code === 'VALIDATION') {
     const v = error as ValidationError;
@@ -100,15 +100,16 @@ export function toAppError(code: unknown, error: unknown): AppError | null {
       path: 'path' in e ? e.path : '',
       message: 'summary' in e && e.summary ? e.summary : e.message,
     }));
-    return new AppError(422, 'validation_failed', `Invalid request ${where}`, details);
+    return appErrors.validationFailed(`Invalid request ${where}`, details);
   }
-  if (code === 'NOT_FOUND') return new AppError(404, 'not_found', 'No such route');
-  if (code === 'INVALID_COOKIE_SIGNATURE') {
-    return new AppError(400, 'validation_failed', 'Invalid cookie signature');
-  }
+  if (code === 'NOT_FOUND') return appErrors.notFound('No such route');
+  if (code === 'INVALID_COOKIE_SIGNATURE') return appErrors.invalidCookieSignature();
   return mapDatabaseError(error);
 }
 
+/** What a 5xx is logged with: the error's first cause (the failure underneath), or itself. */
 function causeOf(error: unknown): unknown {
-  return error instanceof Error && error.cause ? error.cause : error;
+  if (!(error instanceof Error)) return error;
+  const [, cause] = causes(error, 2);
+  return cause || error;
 }

@@ -1,5 +1,5 @@
 import { Elysia } from 'elysia';
-import { AppError, validationFailed } from '../lib/errors';
+import { errors } from '../lib/errors';
 import { routePathOf } from '../lib/path';
 import { MCP_PATH } from '../modules/mcp/path';
 
@@ -21,17 +21,13 @@ export function jsonBody(maxBytes: number) {
       const text = await readCapped(request, maxBytes);
       if (text.length === 0) return undefined;
       if (!isJsonUtf8(request.headers.get('content-type'))) {
-        throw new AppError(
-          415,
-          'unsupported_media_type',
-          'Request bodies must be sent as Content-Type: application/json',
-        );
+        throw errors.unsupportedMediaType();
       }
       let value: unknown;
       try {
         value = JSON.parse(text);
       } catch {
-        throw new AppError(400, 'malformed_json', 'The request body is not valid JSON');
+        throw errors.malformedJson();
       }
       // MCP answers a tool's bad arguments as a tool error, not as an HTTP error: it checks
       // the strings of the arguments itself (checkJsonStrings), and only the nesting here.
@@ -42,7 +38,7 @@ export function jsonBody(maxBytes: number) {
 }
 
 const tooLarge = (maxBytes: number) =>
-  new AppError(413, 'payload_too_large', `The request body is larger than ${maxBytes} bytes`, {
+  errors.payloadTooLarge(`The request body is larger than ${maxBytes} bytes`, {
     max_bytes: maxBytes,
   });
 
@@ -82,7 +78,7 @@ async function readCapped(request: Request, maxBytes: number): Promise<string> {
   try {
     return utf8.decode(bytes);
   } catch {
-    throw new AppError(400, 'malformed_json', 'The request body is not valid UTF-8');
+    throw errors.malformedJson('The request body is not valid UTF-8');
   }
 }
 
@@ -120,7 +116,7 @@ function checkStrings(value: unknown, strings: boolean): void {
     .reverse()
     .map((p) => `/${p}`)
     .join('');
-  throw validationFailed(problem.message, { path });
+  throw errors.validationFailed(problem.message, { path });
 }
 
 interface Problem {

@@ -3,7 +3,7 @@ import { Elysia } from 'elysia';
 import type { Context as RateLimitStore } from 'elysia-rate-limit';
 import type { Config } from '../config';
 import { clientIp, parseTrustProxy } from '../lib/client-ip';
-import { AppError } from '../lib/errors';
+import { errors } from '../lib/errors';
 import { routePathOf } from '../lib/path';
 import { MCP_PATH } from '../modules/mcp/path';
 import { bearerToken } from '../lib/keys';
@@ -36,8 +36,6 @@ const PROBE_PATHS = new Set(['/livez', '/readyz']);
 const OPERATOR_PATHS = new Set(['/metrics', '/openapi.json', '/docs']);
 /** At most one warning per interval about a failing counter store, however many requests fail. */
 const STORE_ERROR_LOG_INTERVAL_MS = 1000;
-/** Retry-After of a 503 while the counter store fails (RATE_LIMIT_ON_STORE_ERROR=deny). */
-const STORE_ERROR_RETRY_AFTER_SECONDS = '1';
 
 /**
  * The budget of a route (its registered path, or a path read by `routePathOf`). Admin routes
@@ -136,15 +134,7 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
     } else {
       unlogged++;
     }
-    if (deny) {
-      throw new AppError(
-        503,
-        'rate_limit_unavailable',
-        'Rate limits cannot be checked right now; retry shortly',
-        undefined,
-        { 'retry-after': STORE_ERROR_RETRY_AFTER_SECONDS },
-      );
-    }
+    if (deny) throw errors.rateLimitUnavailable();
   };
 
   /**
@@ -174,12 +164,9 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
     set.headers['ratelimit-reset'] = String(resetSeconds);
     if (count > limit) {
       metrics.rateLimited(budget);
-      throw new AppError(
-        429,
-        'rate_limited',
+      throw errors.rateLimited(
         `Rate limit of ${limit} ${budget} requests per ${windowMs / 1000} s exceeded`,
         { budget, limit, retry_after_seconds: resetSeconds },
-        { 'retry-after': String(Math.max(resetSeconds, 1)) },
       );
     }
     return true;

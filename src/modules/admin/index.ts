@@ -1,7 +1,7 @@
 import { Elysia, t } from 'elysia';
 import { reindexEmbeddings } from '../../db/search-setup';
 import { requeueFailed } from '../../embeddings/worker';
-import { AppError } from '../../lib/errors';
+import { errors } from '../../lib/errors';
 import type { AppDeps } from '../../deps';
 import { commonErrors, ErrorResponse, Uuid } from '../../lib/schemas';
 import { adminAuth } from '../../plugins/auth';
@@ -82,10 +82,6 @@ export function adminModule(deps: AppDeps) {
 /** 422 as from search: one error code, one status. */
 function requireSemantic({ search }: AppDeps): void {
   if (!search.semantic) {
-    throw new AppError(
-      422,
-      'semantic_search_disabled',
-      `Semantic search is unavailable: ${search.semanticReason}`,
-    );
+    throw errors.semanticSearchDisabled(`Semantic search is unavailable: ${search.semanticReason}`);
   }
 }

@@ -3,7 +3,7 @@ import { conversations } from '../../db/schema';
 import { rowsOf } from '../../db/raw';
 import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
-import { notFound } from '../../lib/errors';
+import { errors } from '../../lib/errors';
 import type { ConversationView } from './model';
 import { afterPosition, type KeysetPage, pageOf } from '../../lib/keyset';
 
@@ -94,7 +94,7 @@ export async function getConversation(
   const [row] = await summaryQuery(db, tenantId, includeArchived).where(
     and(eq(conversations.tenantId, tenantId), eq(conversations.id, id)),
   );
-  if (!row) throw notFound('Conversation');
+  if (!row) throw errors.notFound('Conversation not found');
   return toView(row);
 }
 
@@ -114,7 +114,7 @@ export async function deleteConversation(db: Database, tenantId: string, id: str
     .select({ id: conversations.id })
     .from(conversations)
     .where(and(eq(conversations.tenantId, tenantId), eq(conversations.id, id)));
-  if (!exists) throw notFound('Conversation');
+  if (!exists) throw errors.notFound('Conversation not found');
   for (;;) {
     // message_search rows go with their messages (foreign key cascade).
     const [row] = rowsOf<{ n: number }>(
@@ -133,7 +133,7 @@ export async function deleteConversation(db: Database, tenantId: string, id: str
     .delete(conversations)
     .where(and(eq(conversations.tenantId, tenantId), eq(conversations.id, id)))
     .returning({ id: conversations.id });
-  if (deleted.length === 0) throw notFound('Conversation');
+  if (deleted.length === 0) throw errors.notFound('Conversation not found');
 }
 
 /** Rows changed per statement when a whole conversation is archived or restored. */
@@ -153,7 +153,7 @@ export async function setConversationArchived(
     .select({ id: conversations.id })
     .from(conversations)
     .where(and(eq(conversations.tenantId, tenantId), eq(conversations.id, id)));
-  if (!exists) throw notFound('Conversation');
+  if (!exists) throw errors.notFound('Conversation not found');
   let changed = 0;
   for (;;) {
     const rows = rowsOf<{ id: string }>(

@@ -2,7 +2,7 @@ import type { Static } from '@sinclair/typebox';
 import { Elysia, t } from 'elysia';
 import { migrationsApplied } from '../../db/migrate';
 import type { AppDeps } from '../../deps';
-import { AppError } from '../../lib/errors';
+import { errors } from '../../lib/errors';
 import { bearerToken, safeEqual } from '../../lib/keys';
 import { ErrorResponse } from '../../lib/schemas';
 import { HealthCheck } from './model';
@@ -10,11 +10,6 @@ import { withTimeout } from '../../lib/time';
 import { DATABASE_TIMEOUT_MS, listenerCheck, redisCheck } from './service';
 
 type Check = Static<typeof HealthCheck>;
-
-/** Retry-After of a readiness 503 while the database does not answer. */
-const DATABASE_RETRY_AFTER_SECONDS = '2';
-/** Retry-After of a readiness 503 while migrations are pending or the process is stopping. */
-const NOT_READY_RETRY_AFTER_SECONDS = '5';
 
 /**
  * Probes for load balancers and orchestrators (unauthenticated) and the Prometheus scrape
@@ -40,9 +35,7 @@ export function healthModule({
         // First, and without touching the database: a stopping instance must leave the load
         // balancer's rotation while it drains, even though it could still answer.
         if (lifecycle.shuttingDown) {
-          throw new AppError(503, 'not_ready', 'The server is shutting down', undefined, {
-            'retry-after': NOT_READY_RETRY_AFTER_SECONDS,
-          });
+          throw errors.notReady('The server is shutting down');
         }
         const ready = await withTimeout(
           (async () => {
@@ -52,18 +45,10 @@ export function healthModule({
           DATABASE_TIMEOUT_MS,
         ).catch(() => null);
         if (ready === null) {
-          throw new AppError(
-            503,
-            'database_unavailable',
-            'The database is not answering',
-            undefined,
-            { 'retry-after': DATABASE_RETRY_AFTER_SECONDS },
-          );
+          throw errors.databaseUnavailable('The database is not answering');
         }
         if (!ready) {
-          throw new AppError(503, 'not_ready', 'Database migrations are not applied', undefined, {
-            'retry-after': NOT_READY_RETRY_AFTER_SECONDS,
-          });
+          throw errors.notReady('Database migrations are not applied');
         }
         // Degraded components are reported, never a reason to leave the rotation. Redis: requests
         // are still served (or refused) per RATE_LIMIT_ON_STORE_ERROR. The key listener: keys
@@ -139,12 +124,8 @@ function metricsGuard(token: string | undefined) {
     if (token === undefined) return;
     const given = bearerToken(request.headers.get('authorization'));
     if (given && safeEqual(given, token)) return;
-    throw new AppError(
-      401,
-      'unauthorized',
+    throw errors.unauthorized(
       given ? 'The metrics token is not valid' : 'The metrics token is required',
-      undefined,
-      { 'www-authenticate': 'Bearer' },
     );
   };
 }

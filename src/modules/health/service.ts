@@ -6,6 +6,7 @@ import type { AppDeps } from '../../deps';
 import type { EmbeddingClient } from '../../embeddings/client';
 import type { SearchCapabilities } from '../../embeddings/types';
 import { backlog } from '../../embeddings/worker';
+import { causes } from '../../lib/errors';
 import type { RedisRateLimitStore } from '../../plugins/rate-limit-redis';
 import { type KeyResolver, UNCONFIRMED_TTL_MS } from '../tenants/keys';
 import { lastRetentionRun, storedRetentionRun } from '../retention/job';
@@ -226,8 +227,10 @@ export function redisCheck(store: RedisRateLimitStore): Check {
 /** Drizzle wraps driver errors in "Failed query: …"; the innermost cause names the problem. */
 function messageOf(err: unknown): string {
   let current = err;
-  for (let depth = 0; depth < 3 && current instanceof Error && current.cause; depth++) {
-    current = current.cause;
+  // Down to the first link that is not an Error, within three wrappings.
+  for (const e of causes(err, 4)) {
+    current = e;
+    if (!(e instanceof Error)) break;
   }
   const message = current instanceof Error ? current.message : String(current);
   return message || 'unknown error';

@@ -8,7 +8,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { Elysia, t } from 'elysia';
 import type { AppDeps } from '../../deps';
-import { AppError, requestTimedOut } from '../../lib/errors';
+import { errors } from '../../lib/errors';
 import { commonErrors } from '../../lib/schemas';
 import { tenantAuth } from '../../plugins/auth';
 import { describeError } from '../../plugins/errors';
@@ -66,13 +66,11 @@ export function mcpModule(deps: AppDeps) {
     state.tool = name;
     try {
       // A batch whose request has timed out starts none of its remaining tools.
-      if (state.signal?.aborted) throw requestTimedOut();
+      if (state.signal?.aborted) throw errors.requestTimedOut();
       // A call of an unknown tool is a call all the same: one read.
       await chargerOf(state)(tool?.budget ?? 'read');
       if (!tool) {
-        throw new AppError(404, 'not_found', `No tool named ${name}`, {
-          tools: tools.map((x) => x.name),
-        });
+        throw errors.notFound(`No tool named ${name}`, { tools: tools.map((x) => x.name) });
       }
       checkArguments(tool, args ?? {});
       const result = (await tool.run(args ?? {}, ctx)) as Record<string, unknown>;
@@ -99,15 +97,7 @@ export function mcpModule(deps: AppDeps) {
   }
 
   const notAllowed = () => {
-    throw new AppError(
-      405,
-      'method_not_allowed',
-      'The MCP endpoint is stateless: POST only',
-      undefined,
-      {
-        allow: 'POST',
-      },
-    );
+    throw errors.methodNotAllowed('The MCP endpoint is stateless: POST only', 'POST');
   };
 
   return new Elysia({ name: 'mcp', detail: { tags: ['mcp'] } })
@@ -175,7 +165,7 @@ function isToolCall(message: unknown): boolean {
 /** How this request's calls are counted; with no way to count (a wiring bug), nothing runs. */
 function chargerOf(state: RequestState): (budget: Budget) => Promise<void> {
   if (!state.charge) {
-    throw new AppError(500, 'internal_error', 'This call cannot be counted against a budget');
+    throw errors.internal('This call cannot be counted against a budget');
   }
   return state.charge;
 }

@@ -1,7 +1,7 @@
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import type { AppDeps } from '../../deps';
-import { validationFailed } from '../../lib/errors';
+import { errors } from '../../lib/errors';
 import { checkJsonStrings } from '../../plugins/json-body';
 import { Cursor, Order, Uuid } from '../../lib/schemas';
 import type { Budget } from '../../plugins/rate-limit';
@@ -233,5 +233,5 @@ export function checkArguments(t: CompiledTool, args: unknown): void {
     path: e.path,
     message: e.message,
   }));
-  throw validationFailed(`Invalid arguments of ${t.name}`, details);
+  throw errors.validationFailed(`Invalid arguments of ${t.name}`, details);
 }

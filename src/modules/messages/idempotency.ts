@@ -4,7 +4,7 @@ import { rowsOf } from '../../db/raw';
 import { idempotencyKeys } from '../../db/schema';
 import type { EmbeddingStatus } from '../../db/schema';
 import type { Database } from '../../db/types';
-import { AppError } from '../../lib/errors';
+import { errors } from '../../lib/errors';
 import { createMessages, insertMessages, type MessageInput, prepareMessages } from './service';
 import type { MessageView } from './model';
 
@@ -140,14 +140,10 @@ function replay<T>(
   if (!stored) {
     // Deleted between our claim and this read (its tenant deleted, or purged at the instant it
     // expired): nothing to replay, and a retry will find the key absent.
-    throw new AppError(409, 'conflict', 'The request conflicts with a concurrent change; retry it');
+    throw errors.conflict();
   }
   if (stored.hash !== hash) {
-    throw new AppError(
-      409,
-      'idempotency_conflict',
-      'This Idempotency-Key was already used with a different request',
-    );
+    throw errors.idempotencyConflict();
   }
   // Committed keys always carry their response (it is recorded in the claiming transaction).
   if (stored.status === null) throw new Error('idempotency key committed without a response');

@@ -3,7 +3,7 @@ import { type EmbeddingStatus, type MessageRole, type MessageRow, messages } fro
 import { errorCodeOf, FOREIGN_KEY_VIOLATION } from '../../db/errors';
 import type { Database } from '../../db/types';
 import type { CursorCodec, CursorPosition } from '../../lib/cursor';
-import { notFound, validationFailed } from '../../lib/errors';
+import { errors } from '../../lib/errors';
 import { parseRequestTime } from '../../lib/time';
 import { type KeysetPage, pageOf } from '../../lib/keyset';
 import { rawQuery } from '../../db/raw';
@@ -208,12 +208,12 @@ async function insertRows(
 function toRow(tenantId: string, input: MessageInput, now: number, index: number | null) {
   const at = (field: string) => (index === null ? `/${field}` : `/messages/${index}/${field}`);
   if (input.content.length === 0 && !input.tool_calls?.length) {
-    throw validationFailed('content may be empty only when tool_calls is present', [
+    throw errors.validationFailed('content may be empty only when tool_calls is present', [
       { in: 'body', path: at('content'), message: 'Expected a non-empty string' },
     ]);
   }
   if (input.tool_calls && jsonBytes(input.tool_calls) > MESSAGE_LIMITS.toolCallsMaxBytes) {
-    throw validationFailed('tool_calls is too large', [
+    throw errors.validationFailed('tool_calls is too large', [
       {
         in: 'body',
         path: at('tool_calls'),
@@ -223,7 +223,7 @@ function toRow(tenantId: string, input: MessageInput, now: number, index: number
   }
   const metadata = input.metadata ?? {};
   if (jsonBytes(metadata) > MESSAGE_LIMITS.metadataMaxBytes) {
-    throw validationFailed('metadata is too large', [
+    throw errors.validationFailed('metadata is too large', [
       {
         in: 'body',
         path: at('metadata'),
@@ -232,7 +232,7 @@ function toRow(tenantId: string, input: MessageInput, now: number, index: number
     ]);
   }
   if (depthOf(metadata) > MESSAGE_LIMITS.metadataMaxDepth) {
-    throw validationFailed('metadata is nested too deeply', [
+    throw errors.validationFailed('metadata is nested too deeply', [
       {
         in: 'body',
         path: at('metadata'),
@@ -244,7 +244,7 @@ function toRow(tenantId: string, input: MessageInput, now: number, index: number
   if (input.created_at !== undefined) {
     const parsed = parseRequestTime(input.created_at);
     if (parsed === null || parsed.getTime() > now) {
-      throw validationFailed('created_at must be a valid time that is not in the future', [
+      throw errors.validationFailed('created_at must be a valid time that is not in the future', [
         {
           in: 'body',
           path: at('created_at'),
@@ -286,7 +286,7 @@ export async function getMessage(db: Database, tenantId: string, id: string): Pr
     `${VIEW_FROM} where m.tenant_id = $1::uuid and m.id = $2::uuid`,
     [tenantId, id],
   );
-  if (!row) throw notFound('Message');
+  if (!row) throw errors.notFound('Message not found');
   return row;
 }
 
@@ -295,7 +295,7 @@ export async function deleteMessage(db: Database, tenantId: string, id: string):
     .delete(messages)
     .where(and(eq(messages.tenantId, tenantId), eq(messages.id, id)))
     .returning({ id: messages.id });
-  if (deleted.length === 0) throw notFound('Message');
+  if (deleted.length === 0) throw errors.notFound('Message not found');
 }
 
 export interface ListMessagesQuery {

@@ -3,7 +3,7 @@ import { rowsOf } from '../../db/raw';
 import { apiKeys, conversations, tenants } from '../../db/schema';
 import type { Database } from '../../db/types';
 import type { CursorPosition } from '../../lib/cursor';
-import { notFound } from '../../lib/errors';
+import { errors } from '../../lib/errors';
 import { messagesPage } from '../messages/service';
 import { notifyKeyChange } from '../tenants/keys';
 import { getTenant } from '../tenants/service';
@@ -138,7 +138,7 @@ export async function deleteTenant(
       .set({ disabled: true, updatedAt: sql`now()` })
       .where(eq(tenants.id, tenantId))
       .returning({ id: tenants.id });
-    if (!row) throw notFound('Tenant');
+    if (!row) throw errors.notFound('Tenant not found');
     const keys = await tx
       .delete(apiKeys)
       .where(eq(apiKeys.tenantId, tenantId))

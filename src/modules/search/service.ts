@@ -1,7 +1,7 @@
 import { eq, gte, lt, type SQL, sql } from 'drizzle-orm';
 import { messages } from '../../db/schema';
 import { EmbeddingsUnavailableError, type QueryEmbedder } from '../../embeddings/types';
-import { AppError, validationFailed } from '../../lib/errors';
+import { errors } from '../../lib/errors';
 import { parseRequestTime } from '../../lib/time';
 import type { MessageView } from '../messages/model';
 import { toMessageView } from '../messages/service';
@@ -39,9 +39,7 @@ export async function searchMessages(
     return { results: single(hits, 'fulltext'), mode: 'fulltext', degraded: false };
   }
   if (!semanticReady) {
-    throw new AppError(
-      422,
-      'semantic_search_disabled',
+    throw errors.semanticSearchDisabled(
       `Semantic search is not available: ${ctx.search.semanticReason ?? 'no query embedder'}. ` +
         'Use mode "fulltext" (or "hybrid", which runs as full-text here).',
     );
@@ -77,17 +75,8 @@ async function embedOrThrow(embedder: QueryEmbedder, query: string): Promise<num
     return await embedder.embedQuery(query);
   } catch (err) {
     if (!(err instanceof EmbeddingsUnavailableError)) throw err;
-    const retryAfter = Math.max(1, Math.ceil(err.retryAfterSeconds));
-    const unavailable = new AppError(
-      503,
-      'embeddings_unavailable',
-      `The embedding service is unavailable; retry in ${retryAfter} s, or search with mode "fulltext"`,
-      undefined,
-      { 'retry-after': String(retryAfter) },
-    );
     // The error plugin logs the cause of a 5xx: the provider's failure, not our summary.
-    unavailable.cause = err;
-    throw unavailable;
+    throw errors.embeddingsUnavailable(err.retryAfterSeconds, err);
   }
 }
 
@@ -98,7 +87,7 @@ function filtersOf(tenantId: string, input: SearchInput): SQL[] {
   const before =
     input.createdBefore === undefined ? undefined : toDate(input.createdBefore, 'created_before');
   if (after && before && after >= before) {
-    throw validationFailed('created_after must be earlier than created_before', [
+    throw errors.validationFailed('created_after must be earlier than created_before', [
       { in: 'body', path: '/created_after', message: 'Earlier than created_before' },
     ]);
   }
@@ -106,7 +95,7 @@ function filtersOf(tenantId: string, input: SearchInput): SQL[] {
     input.metadata !== undefined &&
     Buffer.byteLength(JSON.stringify(input.metadata)) > SEARCH_LIMITS.metadataMaxBytes
   ) {
-    throw validationFailed('metadata is too large', [
+    throw errors.validationFailed('metadata is too large', [
       {
         in: 'body',
         path: '/metadata',
@@ -133,7 +122,7 @@ function toDate(value: string, field: string): Date {
   // The schema checked the format; this guards against times Date or PostgreSQL cannot hold.
   const date = parseRequestTime(value);
   if (date === null) {
-    throw validationFailed(`Invalid ${field}`, [
+    throw errors.validationFailed(`Invalid ${field}`, [
       { in: 'body', path: `/${field}`, message: 'Not a valid date-time' },
     ]);
   }

@@ -2,7 +2,7 @@ import { and, asc, eq, gt, isNull, or, sql } from 'drizzle-orm';
 import { apiKeys, type TenantRow, tenants } from '../../db/schema';
 import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
-import { notFound, validationFailed } from '../../lib/errors';
+import { errors } from '../../lib/errors';
 import { generateTenantKey } from '../../lib/keys';
 import { LIMIT_SETTINGS, notifyKeyChange } from './keys';
 import type { TenantView } from './model';
@@ -30,7 +30,7 @@ function settingOf(settings: Record<string, unknown>, key: NumericSetting): numb
 /** Purge before archive would delete what the policy says to keep archived: refused. */
 function checkRetention(archive: number | null, purge: number | null): void {
   if (archive !== null && purge !== null && purge < archive) {
-    throw validationFailed('purge_after_days must be at least archive_after_days', [
+    throw errors.validationFailed('purge_after_days must be at least archive_after_days', [
       { in: 'body', path: '/purge_after_days', message: `At least ${archive}` },
     ]);
   }
@@ -104,7 +104,7 @@ export async function getTenant(db: Database, id: string): Promise<TenantView> {
     .select({ tenant: tenants, prefix: currentPrefix })
     .from(tenants)
     .where(eq(tenants.id, id));
-  if (!row) throw notFound('Tenant');
+  if (!row) throw errors.notFound('Tenant not found');
   return toView(row.tenant, row.prefix);
 }
 
@@ -147,7 +147,7 @@ export async function updateTenant(
       .from(tenants)
       .where(eq(tenants.id, id))
       .for('update');
-    if (!current) throw notFound('Tenant');
+    if (!current) throw errors.notFound('Tenant not found');
     // Numbers are merged into the settings document, nulls removed.
     const settings: Record<string, unknown> = { ...current.settings };
     for (const key of NUMERIC_SETTINGS) {
@@ -181,7 +181,7 @@ export async function rotateKey(db: Database, tenantId: string, graceSeconds: nu
       .from(tenants)
       .where(eq(tenants.id, tenantId))
       .for('update');
-    if (!tenant) throw notFound('Tenant');
+    if (!tenant) throw errors.notFound('Tenant not found');
     const expiresAt = sql`now() + make_interval(secs => ${graceSeconds})`;
     const [expiry] = await tx
       .update(apiKeys)
