@@ -3,7 +3,7 @@ import type { App } from './app';
 import type { AppDeps } from './deps';
 import { routePathOf } from './lib/path';
 import type { ErrorBody } from './plugins/errors';
-import { requestState, withRequestState } from './plugins/request-id';
+import { requestState, withRequestState } from './lib/request-state';
 
 /** Seconds a client should wait before retrying a request that timed out. */
 const TIMEOUT_RETRY_AFTER_SECONDS = '1';

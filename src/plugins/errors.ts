@@ -2,7 +2,7 @@ import { Elysia, ParseError, ValidationError } from 'elysia';
 import { isRefusedValue, mapDatabaseError } from '../db/errors';
 import { AppError, type ErrorCode } from '../lib/errors';
 import type { Logger } from '../logger';
-import { type RequestState, requestState } from './request-id';
+import { type RequestState, requestState } from '../lib/request-state';
 
 /**
  * 5xx codes whose source logs them itself: rate-limited, as one line per request during an

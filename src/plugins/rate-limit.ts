@@ -6,21 +6,12 @@ import { clientIp, parseTrustProxy } from '../lib/client-ip';
 import { AppError } from '../lib/errors';
 import { routePathOf } from '../lib/path';
 import { MCP_PATH } from '../modules/mcp/path';
-import { bearerToken } from '../lib/keys';
+import { peekBearerTenant, resolveBearerTenant } from '../auth/bearer';
+import { type Budget, type Pricing, type RequestState, requestState } from '../lib/request-state';
 import type { Logger } from '../logger';
 import type { Metrics } from '../metrics';
 import type { KeyResolver, ResolvedTenant } from '../modules/tenants/keys';
 import { MemoryRateLimitStore } from './rate-limit-memory';
-import { type RequestState, requestState } from './request-id';
-
-/** Which budget a request draws on. */
-export type Budget = 'write' | 'read' | 'admin';
-
-/**
- * How a route is counted: once against a budget, once per JSON-RPC message (the MCP endpoint,
- * see modules/mcp), or never (the probes).
- */
-export type Pricing = Budget | 'per-message' | 'free';
 
 /** Keys held by the in-process store; beyond this the least recently used is forgotten. */
 const STORE_MAX_KEYS = 100_000;
@@ -211,16 +202,14 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
       await charge(set, state.id, budget, addressKey(), defaults.admin);
       return;
     }
-    const token = bearerToken(request.headers.get('authorization'));
-    let tenant = token ? keys.peek(token) : null;
-    if (token && tenant !== undefined) state.auth = { tenant };
+    let tenant = peekBearerTenant(request, keys);
     if (tenant === undefined) {
       // Only a lookup can tell. A client known to have spent its budget is refused first,
       // without one: its address pays, as for any refused request.
       const key = addressKey();
       const counted =
         spent.has(key) && (await charge(set, state.id, budget, key, defaults[budget]));
-      tenant = await tenantOf(state, keys, token!);
+      tenant = await tenantOf(request, keys);
       if (counted) {
         // Its window had ended meanwhile, and the count was not a refusal.
         if (!tenant || tenant.disabled) return;
@@ -291,18 +280,12 @@ export const unlimited = new Elysia({ name: 'rate-limit' }).onRequest(function c
 });
 
 /**
- * Looks the bearer key up and remembers the answer for the auth guard. A database failure here
- * is left to the guard, which reports it as 503.
+ * Looks the bearer key up (src/auth/bearer.ts keeps the answer for the auth guard). A database
+ * failure here is left to the guard, which looks again and reports it as 503.
  */
-async function tenantOf(
-  state: RequestState,
-  keys: KeyResolver,
-  token: string,
-): Promise<ResolvedTenant | null> {
+async function tenantOf(request: Request, keys: KeyResolver): Promise<ResolvedTenant | null> {
   try {
-    const tenant = await keys.resolve(token);
-    state.auth = { tenant };
-    return tenant;
+    return await resolveBearerTenant(request, keys);
   } catch {
     return null;
   }
