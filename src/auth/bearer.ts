@@ -1,6 +1,6 @@
-import { bearerToken } from '../lib/keys';
+import { bearerToken } from './keys';
 import { requestState } from '../lib/request-state';
-import type { KeyResolver, ResolvedTenant } from '../modules/tenants/keys';
+import type { KeyResolver, ResolvedTenant } from './resolver';
 
 /*
  * The one step that turns a request's bearer key into its tenant. The rate limiter asks first

@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { ResolvedTenant } from '../modules/tenants/keys';
+import type { ResolvedTenant } from '../auth/resolver';
 
 /** Which budget a request draws on. */
 export type Budget = 'write' | 'read' | 'admin';

@@ -1,9 +1,9 @@
 import { Elysia } from 'elysia';
 import { AppError } from '../lib/errors';
 import { resolveBearerTenant } from '../auth/bearer';
-import { bearerToken, safeEqual } from '../lib/keys';
+import { bearerToken, safeEqual } from '../auth/keys';
 import { requestState } from '../lib/request-state';
-import type { KeyResolver } from '../modules/tenants/keys';
+import type { KeyResolver } from '../auth/resolver';
 
 /** The tenant a request acts for; it only ever comes from the API key. */
 export interface TenantContext {

@@ -10,7 +10,7 @@ import { peekBearerTenant, resolveBearerTenant } from '../auth/bearer';
 import { type Budget, type Pricing, type RequestState, requestState } from '../lib/request-state';
 import type { Logger } from '../logger';
 import type { Metrics } from '../metrics';
-import type { KeyResolver, ResolvedTenant } from '../modules/tenants/keys';
+import type { KeyResolver, ResolvedTenant } from '../auth/resolver';
 import { MemoryRateLimitStore } from './rate-limit-memory';
 
 /** Keys held by the in-process store; beyond this the least recently used is forgotten. */

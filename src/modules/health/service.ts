@@ -6,7 +6,7 @@ import type { EmbeddingClient } from '../../embeddings/client';
 import type { SearchCapabilities } from '../../embeddings/types';
 import { backlog } from '../../embeddings/worker';
 import type { RedisRateLimitStore } from '../../plugins/rate-limit-redis';
-import { type KeyResolver, UNCONFIRMED_TTL_MS } from '../tenants/keys';
+import { type KeyResolver, UNCONFIRMED_TTL_MS } from '../../auth/resolver';
 import { lastRetentionRun, type RetentionResult, storedRetentionRun } from '../../retention/job';
 import { VERSION } from '../../version';
 import type { HealthCheck, HealthReport, HealthStatus } from './model';
