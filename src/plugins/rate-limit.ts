@@ -5,7 +5,6 @@ import type { Config } from '../config';
 import { clientIp, parseTrustProxy } from '../lib/client-ip';
 import { AppError } from '../lib/errors';
 import { routePathOf } from '../lib/path';
-import { MCP_PATH } from '../modules/mcp/path';
 import { peekBearerTenant, resolveBearerTenant } from '../auth/bearer';
 import { type Budget, type Pricing, type RequestState, requestState } from '../lib/request-state';
 import type { Logger } from '../logger';
@@ -48,10 +47,15 @@ export function budgetOf(method: string, route: string): Budget {
   return WRITE_METHODS.has(method) ? 'write' : 'read';
 }
 
-/** How a request to `route` is counted. */
-export function pricingOf(method: string, route: string): Pricing {
+/**
+ * How a request to `route` is counted; POSTs to `perMessageRoute` (when given) are counted
+ * per message by the route itself.
+ */
+export function pricingOf(method: string, route: string, perMessageRoute?: string): Pricing {
   if ((method === 'GET' || method === 'HEAD') && PROBE_PATHS.has(route)) return 'free';
-  if (method === 'POST' && route === MCP_PATH) return 'per-message';
+  if (method === 'POST' && perMessageRoute !== undefined && route === perMessageRoute) {
+    return 'per-message';
+  }
   return budgetOf(method, route);
 }
 
@@ -62,6 +66,12 @@ export interface RateLimitOptions {
   metrics: Metrics;
   /** Counter store shared by the fleet (Redis); in process (MemoryRateLimitStore) when null. */
   rateLimitStore?: RateLimitStore | null;
+  /**
+   * The route (registered path) whose POSTs are counted per JSON-RPC message by the route
+   * itself, through `RequestState.charge` (the MCP endpoint, passed in by app.ts). Absent:
+   * every route is counted here, once.
+   */
+  perMessageRoute?: string;
 }
 
 /**
@@ -88,7 +98,14 @@ export interface RateLimitOptions {
  * uncounted, or refused with 503 rate_limit_unavailable, per RATE_LIMIT_ON_STORE_ERROR; the
  * failure is counted in /metrics and logged at most once a second.
  */
-export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: RateLimitOptions) {
+export function rateLimit({
+  config,
+  keys,
+  logger,
+  metrics,
+  rateLimitStore,
+  perMessageRoute,
+}: RateLimitOptions) {
   const counters = rateLimitStore ?? new MemoryRateLimitStore(STORE_MAX_KEYS);
   const windowMs = config.RATE_LIMIT_WINDOW_MS;
   counters.init({ duration: windowMs } as Parameters<RateLimitStore['init']>[0]);
@@ -193,7 +210,7 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
     pricing: Budget | 'per-message',
   ): Promise<void> {
     // Without a valid key nothing runs on the MCP endpoint: one count, as any POST.
-    const budget = pricing === 'per-message' ? budgetOf('POST', MCP_PATH) : pricing;
+    const budget = pricing === 'per-message' ? budgetOf('POST', perMessageRoute!) : pricing;
     const addressKey = () => {
       const ip = clientIp(state.socketIp?.(), request.headers.get('x-forwarded-for'), trust);
       return `${budget}:ip:${ip}`;
@@ -237,14 +254,14 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
       // Preflights are answered by the CORS plugin before this; never count them.
       if (request.method === 'OPTIONS') return;
       const state = requestState(request);
-      const pricing = pricingOf(request.method, routePathOf(request.url));
+      const pricing = pricingOf(request.method, routePathOf(request.url), perMessageRoute);
       state.pricing = pricing;
       if (pricing !== 'free') await chargeRequest(request, set, state, pricing);
     })
     .onTransform({ as: 'global' }, async function checkCharged({ request, route, set }) {
       if (request.method === 'OPTIONS') return;
       const state = requestState(request);
-      const pricing = pricingOf(request.method, route);
+      const pricing = pricingOf(request.method, route, perMessageRoute);
       if (state.pricing === pricing) return;
       // routePathOf read the path as another route than the router matched (a bug there):
       // the request is counted as its own route before that route's handler runs.
