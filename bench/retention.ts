@@ -7,10 +7,15 @@ import autocannon from 'autocannon';
 import { type SQL, sql } from 'drizzle-orm';
 import { loadConfig } from '../src/config';
 import { openDatabase } from '../src/db/client';
-import { migrate, rowsOf } from '../src/db/migrate';
+import { migrate } from '../src/db/migrate';
+import { rowsOf } from '../src/db/raw';
 import { createLogger } from '../src/logger';
-import { runRetention } from '../src/retention/job';
-import { archiveBatch, deleteEmptyConversations, purgeBatch } from '../src/retention/queries';
+import { runRetention } from '../src/modules/retention/job';
+import {
+  archiveBatch,
+  deleteEmptyConversations,
+  purgeBatch,
+} from '../src/modules/retention/queries';
 import { startPostgres } from '../test/support/postgres';
 
 const TENANTS = 100;

@@ -357,3 +357,12 @@ function editDistance(a: string, b: string, limit: number): number {
   }
   return prev[b.length]!;
 }
+
+/**
+ * Each variable's schema default (undefined where it has none), so documentation can be checked
+ * against the schema instead of restating it by hand.
+ */
+export function configDefaults(): Record<string, unknown> {
+  const props = ConfigSchema.properties as Record<string, { default?: unknown }>;
+  return Object.fromEntries(Object.keys(props).map((k) => [k, props[k]!.default]));
+}

@@ -3,7 +3,7 @@ import type { Database, DatabaseHandle } from './db/types';
 import type { EmbeddingClient } from './embeddings/client';
 import { backlog } from './embeddings/worker';
 import type { KeyResolver } from './auth/resolver';
-import type { RetentionResult } from './retention/job';
+import type { RetentionResult } from './modules/retention/model';
 import { VERSION } from './version';
 
 /** Latency buckets in seconds: fine below 100 ms, where a healthy API spends its time. */

@@ -10,7 +10,8 @@ import pino from 'pino';
 import { createLogger, type Logger } from './logger';
 import { createFetchHandler } from './transport';
 import { purgeExpiredIdempotencyKeys } from './modules/messages/idempotency';
-import { type RetentionResult, runRetention } from './retention/job';
+import { runRetention } from './modules/retention/job';
+import type { RetentionResult } from './modules/retention/model';
 import { VERSION } from './version';
 
 /** Bun closes a connection idle this long; it must outlast the slowest allowed request. */

@@ -3,7 +3,7 @@
 // would choose a sequential scan if a query gave it no index to use.
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import { type SQL, sql } from 'drizzle-orm';
-import { rowsOf } from '../src/db/migrate';
+import { rowsOf } from '../src/db/raw';
 import { backlogStatement, claimStatement } from '../src/embeddings/worker';
 import { buildTestApp, type TestApp } from './support/app';
 import { createDatabase } from './support/postgres';

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, expect, test } from 'bun:test';
 import { sql } from 'drizzle-orm';
-import { rowsOf } from '../src/db/migrate';
+import { rowsOf } from '../src/db/raw';
 import { openDatabase } from '../src/db/client';
 import { migrate } from '../src/db/migrate';
 import { loadConfig } from '../src/config';

@@ -5,7 +5,7 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import { sql } from 'drizzle-orm';
 import fc from 'fast-check';
-import { rowsOf } from '../src/db/migrate';
+import { rowsOf } from '../src/db/raw';
 import { ADMIN_KEY, buildTestApp } from './support/app';
 import { checkResponse } from './support/fuzz-oracle';
 import {

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import { Value } from '@sinclair/typebox/value';
 import { sql } from 'drizzle-orm';
-import { rowsOf } from '../src/db/migrate';
+import { rowsOf } from '../src/db/raw';
 import { purgeExpiredIdempotencyKeys } from '../src/modules/messages/idempotency';
 import { CreateHeaders } from '../src/modules/messages/model';
 import { buildTestApp, sharedApp, type TestApp } from './support/app';

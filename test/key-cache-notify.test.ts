@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, spyOn, test } from 'bun:test';
 import { sql } from 'drizzle-orm';
 import { createApp } from '../src/app';
-import { rowsOf } from '../src/db/migrate';
+import { rowsOf } from '../src/db/raw';
 import type { DatabaseHandle } from '../src/db/types';
 import { createDeps } from '../src/deps';
 import { KeyResolver, UNCONFIRMED_TTL_MS } from '../src/auth/resolver';

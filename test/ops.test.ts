@@ -7,13 +7,13 @@ import postgres from 'postgres';
 import { healthcheck, parseArgs, UsageError, USAGE } from '../src/cli';
 import { configKeys, configWarnings, loadConfig } from '../src/config';
 import { retentionOutcome } from '../src/server';
-import type { RetentionResult } from '../src/retention/job';
+import type { RetentionResult } from '../src/modules/retention/model';
 import { createDatabase } from './support/postgres';
 import { runCommand } from './support/process';
 
 const ROOT = join(import.meta.dir, '..');
 const BUN = join(ROOT, 'node_modules', '.bin', 'bun');
-/** The advisory lock key of the retention job, as src/retention/job.ts takes it. */
+/** The advisory lock key of the retention job, as src/modules/retention/job.ts takes it. */
 const RETENTION_LOCK_KEY = 0x747372657461696en;
 const DAY_MS = 86_400_000;
 

@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test';
 import { sql } from 'drizzle-orm';
 import { join } from 'node:path';
-import { rowsOf } from '../src/db/migrate';
+import { rowsOf } from '../src/db/raw';
 import { runCommand } from './support/process';
 import { ADMIN_KEY, buildTestApp, sharedApp, type TestApp } from './support/app';
 

@@ -1,15 +1,16 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import { type SQL, sql } from 'drizzle-orm';
 import postgres from 'postgres';
-import { rowsOf } from '../src/db/migrate';
-import { LAST_RUN_SETTING, type RetentionResult, runRetention } from '../src/retention/job';
+import { rowsOf } from '../src/db/raw';
+import { LAST_RUN_SETTING, runRetention } from '../src/modules/retention/job';
+import type { RetentionResult } from '../src/modules/retention/model';
 import {
   archiveBatch,
   deleteEmptyConversations,
   lockConversations,
   policiesQuery,
   purgeBatch,
-} from '../src/retention/queries';
+} from '../src/modules/retention/queries';
 import { ADMIN_KEY, buildTestApp, sharedApp } from './support/app';
 
 const t = await sharedApp();
@@ -327,11 +328,24 @@ describe('the last run', () => {
   test('a failed run is a warning in health', async () => {
     const app = await buildTestApp();
     try {
-      // The database is unreachable: the lock's connection cannot be opened.
-      const result = await runRetention({
-        ...app.deps,
-        config: { ...app.config, DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' },
-      });
+      // A real failure inside the run: the database refuses to archive this tenant's messages.
+      const tenant = await tenantWithPolicy({ archive_after_days: 1 });
+      await seed(tenant.id, 'refused', 30, 3);
+      const trigger = `retention_refuse_${tenant.id.replaceAll('-', '')}`;
+      await t.db.execute(
+        sql.raw(`create function ${trigger}() returns trigger language plpgsql as $$
+          begin raise exception 'archiving refused'; end $$;
+          create trigger ${trigger} before update on messages for each row
+          when (new.tenant_id = '${tenant.id}') execute function ${trigger}()`),
+      );
+      let result: RetentionResult;
+      try {
+        result = await runRetention(app.deps);
+      } finally {
+        await t.db.execute(
+          sql.raw(`drop trigger ${trigger} on messages; drop function ${trigger}()`),
+        );
+      }
       expect(result.error).toBeString();
       expect(result.complete).toBe(false);
       const health = await app.call('GET', '/v1/admin/health', { key: ADMIN_KEY });

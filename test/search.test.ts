@@ -4,10 +4,12 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { sql } from 'drizzle-orm';
 import { openDatabase } from '../src/db/client';
-import { migrate, rowsOf } from '../src/db/migrate';
+import { migrate } from '../src/db/migrate';
+import { rowsOf } from '../src/db/raw';
 import { loadConfig } from '../src/config';
 import { createLogger } from '../src/logger';
-import { searchMessages, type SearchInput } from '../src/modules/search/service';
+import type { SearchInput } from '../src/modules/search/model';
+import { searchMessages } from '../src/modules/search/service';
 import { buildTestApp, sharedApp, type TestApp } from './support/app';
 import {
   cosineSimilarity,

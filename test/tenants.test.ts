@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test';
 import { sql } from 'drizzle-orm';
-import { rowsOf } from '../src/db/migrate';
+import { rowsOf } from '../src/db/raw';
 import { ADMIN_KEY, buildTestApp, sharedApp } from './support/app';
 
 const t = await sharedApp();

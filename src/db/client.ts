@@ -58,6 +58,30 @@ function openPostgres(config: Config, url: string, logger: Logger): DatabaseHand
   const gated = gatedClient(sql, gate);
   const db = drizzle(gated, { schema }) as unknown as Database;
   const subscriptions = new Set<Subscription>();
+  /**
+   * Runs `work` on a session of its own, ended afterwards: ending it releases any advisory lock
+   * it took, even when the work failed mid-transaction. Not a pooled connection: with
+   * DB_POOL_MAX=1 the pool's only connection would hold the lock while the work waited for a
+   * free one, forever; and it escapes DB_STATEMENT_TIMEOUT_MS, which is meant for requests:
+   * neither waiting for another instance's migration nor a long migration or retention run
+   * should be cut off by it.
+   */
+  async function onLockSession<T>(
+    applicationName: string,
+    work: (conn: postgres.Sql) => Promise<T>,
+  ): Promise<T> {
+    const conn = postgres(url, {
+      max: 1,
+      connect_timeout: config.DB_CONNECT_TIMEOUT_MS / 1000,
+      onnotice: () => {},
+      connection: { application_name: applicationName },
+    });
+    try {
+      return await work(conn);
+    } finally {
+      await conn.end({ timeout: 5 });
+    }
+  }
   return {
     kind: 'postgres',
     db,
@@ -65,25 +89,21 @@ function openPostgres(config: Config, url: string, logger: Logger): DatabaseHand
       await gated.unsafe('select 1');
     },
     poolStats: () => gate.stats(),
-    async withAdvisoryLock(key, fn) {
-      // A connection of its own rather than one reserved from the pool: with DB_POOL_MAX=1 the
-      // pool's only connection would hold the lock while the work waited for a free one, forever.
-      // It also escapes DB_STATEMENT_TIMEOUT_MS, which is meant for requests: neither waiting for
-      // another instance's migration nor a long migration should be cut off by it.
-      const conn = postgres(url, {
-        max: 1,
-        connect_timeout: config.DB_CONNECT_TIMEOUT_MS / 1000,
-        onnotice: () => {},
-        connection: { application_name: 'threadstore-lock' },
-      });
-      try {
+    withAdvisoryLock: (key, fn) =>
+      onLockSession('threadstore-lock', async (conn) => {
         await conn`select pg_advisory_lock(${key.toString()}::bigint)`;
-        // Ending the session releases the lock, even when `fn` failed mid-transaction.
-        return await fn(drizzle(conn, { schema }) as unknown as Database);
-      } finally {
-        await conn.end({ timeout: 5 });
-      }
-    },
+        return fn(drizzle(conn, { schema }) as unknown as Database);
+      }),
+    tryAdvisoryLock: (key, applicationName, fn) =>
+      onLockSession(applicationName, async (conn) => {
+        const [row] = await conn<{ locked: boolean }[]>`
+          select pg_try_advisory_lock(${key.toString()}::bigint) as locked`;
+        if (!row?.locked) return { acquired: false as const };
+        return {
+          acquired: true as const,
+          value: await fn(drizzle(conn, { schema }) as unknown as Database),
+        };
+      }),
     listen(channel, handlers) {
       const subscription = listenPostgres(url, config, logger, channel, handlers);
       subscriptions.add(subscription);

@@ -1,6 +1,7 @@
 import type { MigrationMeta } from 'drizzle-orm/migrator';
 import { sql } from 'drizzle-orm';
 import { embeddedMigrations } from './migrations.macro' with { type: 'macro' };
+import { rowsOf } from './raw';
 import type { Database, DatabaseHandle } from './types';
 
 /** Advisory lock key for migrations ("threadst" in ASCII), shared by every instance. */
@@ -52,10 +53,4 @@ async function appliedCount(db: Database): Promise<number> {
     ),
   );
   return Number(rows[0]?.n ?? 0);
-}
-
-/** postgres.js returns an array of rows, PGlite an object with `rows`. */
-export function rowsOf<T>(result: unknown): T[] {
-  if (Array.isArray(result)) return result as T[];
-  return ((result as { rows?: T[] }).rows ?? []) as T[];
 }

@@ -48,6 +48,7 @@ export async function openPglite(dataDir: string, logger: Logger): Promise<Datab
     },
     // PGlite is one connection owned by this process (the data directory lock sees to that).
     withAdvisoryLock: (_key, fn) => fn(db),
+    tryAdvisoryLock: async (_key, _name, fn) => ({ acquired: true, value: await fn(db) }),
     // PGlite serialises queries over its one session: what waits behind the running one shows.
     poolStats: () => client.stats(),
     // Every change to the data comes from this process (the lock above), which drops what it

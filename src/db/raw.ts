@@ -25,3 +25,9 @@ export async function rawQuery<T>(
   if (client.unsafe) return (await client.unsafe(text, params, { prepare })) as T[];
   return (await client.query!(text, params)).rows as T[];
 }
+
+/** postgres.js returns an array of rows, PGlite an object with `rows`. */
+export function rowsOf<T>(result: unknown): T[] {
+  if (Array.isArray(result)) return result as T[];
+  return ((result as { rows?: T[] }).rows ?? []) as T[];
+}

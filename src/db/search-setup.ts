@@ -2,7 +2,7 @@ import { sql } from 'drizzle-orm';
 import type { Config } from '../config';
 import type { SearchCapabilities } from '../embeddings/types';
 import type { Logger } from '../logger';
-import { rowsOf } from './migrate';
+import { rowsOf } from './raw';
 import type { Database, DatabaseHandle } from './types';
 
 /** Advisory lock key for search set-up ("tssearch"), so instances starting together take turns. */

@@ -6,6 +6,9 @@ import type * as schema from './schema';
 /** Drizzle database over either driver (postgres.js or PGlite); services take this. */
 export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
 
+/** What a try-lock gives: the work's value, or nothing when another session holds the lock. */
+export type TryLockResult<T> = { acquired: true; value: T } | { acquired: false };
+
 /** The open database and what the process needs to manage it. */
 export interface DatabaseHandle {
   kind: 'postgres' | 'pglite';
@@ -17,6 +20,16 @@ export interface DatabaseHandle {
    * `fn` must do its work through the `db` it is given: that is the connection holding the lock.
    */
   withAdvisoryLock<T>(key: bigint, fn: (db: Database) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` only if the advisory lock `key` is free right now, never waiting for it, on a
+   * session of its own named `applicationName` (what pg_stat_activity shows). The embedded
+   * database has one process: there is nobody to exclude, and `fn` just runs.
+   */
+  tryAdvisoryLock<T>(
+    key: bigint,
+    applicationName: string,
+    fn: (db: Database) => Promise<T>,
+  ): Promise<TryLockResult<T>>;
   /** Connections in use and requests waiting for one (the embedded database has one). */
   poolStats(): PoolStats;
   /**

@@ -1,7 +1,7 @@
 import { type SQL, sql } from 'drizzle-orm';
 import { BrokenCircuitError } from 'cockatiel';
 import type { Config } from '../config';
-import { rowsOf } from '../db/migrate';
+import { rowsOf } from '../db/raw';
 import type { Database } from '../db/types';
 import type { Logger } from '../logger';
 import type { EmbeddingClient } from './client';

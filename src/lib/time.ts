@@ -48,3 +48,20 @@ export function parseRequestTime(text: string): Date | null {
   if (!isCalendarTime(text) || !(ms >= EARLIEST_MS && ms <= LATEST_MS)) return null;
   return date;
 }
+
+/** Rejects when `p` has not settled within `ms`; `p` itself keeps running. */
+export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,6 +1,7 @@
-import { Elysia, ParseError, ValidationError } from 'elysia';
+import { Elysia, ParseError, type Static, ValidationError } from 'elysia';
 import { isRefusedValue, mapDatabaseError } from '../db/errors';
 import { AppError, type ErrorCode } from '../lib/errors';
+import { ErrorResponse } from '../lib/schemas';
 import type { Logger } from '../logger';
 import { type RequestState, requestState } from '../lib/request-state';
 
@@ -12,9 +13,7 @@ import { type RequestState, requestState } from '../lib/request-state';
 const LOGGED_AT_SOURCE = new Set<ErrorCode>(['rate_limit_unavailable', 'request_timeout']);
 
 /** The one error body of the API. */
-export interface ErrorBody {
-  error: { code: string; message: string; request_id: string; details?: unknown };
-}
+export type ErrorBody = Static<typeof ErrorResponse>;
 
 /**
  * Turns every error, from validation to unknown routes to unexpected exceptions, into the one

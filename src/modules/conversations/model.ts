@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { t } from 'elysia';
+import { type Static, t } from 'elysia';
 import { Cursor, Order, PageLimit, QueryBoolean, Timestamp } from '../../lib/schemas';
 import { ConversationId } from '../messages/model';
 
@@ -13,6 +13,9 @@ export const Conversation = t.Object({
   last_message_at: t.Nullable(Timestamp),
   created_at: Timestamp,
 });
+
+/** A conversation as the API shows it. */
+export type ConversationView = Static<typeof Conversation>;
 
 export const ConversationParams = t.Object({ id: ConversationId }, { additionalProperties: false });
 

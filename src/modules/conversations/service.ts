@@ -1,18 +1,11 @@
 import { and, asc, desc, eq, sql } from 'drizzle-orm';
 import { conversations } from '../../db/schema';
-import { rowsOf } from '../../db/migrate';
+import { rowsOf } from '../../db/raw';
 import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
 import { notFound } from '../../lib/errors';
+import type { ConversationView } from './model';
 import { afterPosition, type KeysetPage, pageOf } from '../../lib/keyset';
-
-export interface ConversationView {
-  id: string;
-  message_count: number;
-  first_message_at: string | null;
-  last_message_at: string | null;
-  created_at: string;
-}
 
 /**
  * Count and first/last times of each conversation, read from the (tenant, conversation,

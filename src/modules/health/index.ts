@@ -6,7 +6,8 @@ import { AppError } from '../../lib/errors';
 import { bearerToken, safeEqual } from '../../auth/keys';
 import { ErrorResponse } from '../../lib/schemas';
 import { HealthCheck } from './model';
-import { DATABASE_TIMEOUT_MS, listenerCheck, redisCheck, withTimeout } from './service';
+import { withTimeout } from '../../lib/time';
+import { DATABASE_TIMEOUT_MS, listenerCheck, redisCheck } from './service';
 
 type Check = Static<typeof HealthCheck>;
 

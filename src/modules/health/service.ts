@@ -1,13 +1,15 @@
 import type { Static } from '@sinclair/typebox';
 import { migrationsApplied } from '../../db/migrate';
 import type { DatabaseHandle } from '../../db/types';
+import { withTimeout } from '../../lib/time';
 import type { AppDeps } from '../../deps';
 import type { EmbeddingClient } from '../../embeddings/client';
 import type { SearchCapabilities } from '../../embeddings/types';
 import { backlog } from '../../embeddings/worker';
 import type { RedisRateLimitStore } from '../../plugins/rate-limit-redis';
 import { type KeyResolver, UNCONFIRMED_TTL_MS } from '../../auth/resolver';
-import { lastRetentionRun, type RetentionResult, storedRetentionRun } from '../../retention/job';
+import { lastRetentionRun, storedRetentionRun } from '../retention/job';
+import type { RetentionResult } from '../retention/model';
 import { VERSION } from '../../version';
 import type { HealthCheck, HealthReport, HealthStatus } from './model';
 
@@ -24,23 +26,6 @@ export const DATABASE_TIMEOUT_MS = 2000;
 const SLOW_PING_MS = 1000;
 
 const SEVERITY: Record<Status, number> = { pass: 0, warn: 1, fail: 2 };
-
-/** Rejects when `p` has not settled within `ms`; `p` itself keeps running. */
-export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(timer);
-        reject(e);
-      },
-    );
-  });
-}
 
 /**
  * Reads every component and rates the whole: the worst status of the checks. Never throws: a

@@ -1,17 +1,12 @@
 import { and, eq, sql } from 'drizzle-orm';
 import { errorCodeOf, FOREIGN_KEY_VIOLATION } from '../../db/errors';
-import { rowsOf } from '../../db/migrate';
+import { rowsOf } from '../../db/raw';
 import { idempotencyKeys } from '../../db/schema';
 import type { EmbeddingStatus } from '../../db/schema';
 import type { Database } from '../../db/types';
 import { AppError } from '../../lib/errors';
-import {
-  createMessages,
-  insertMessages,
-  type MessageInput,
-  type MessageView,
-  prepareMessages,
-} from './service';
+import { createMessages, insertMessages, type MessageInput, prepareMessages } from './service';
+import type { MessageView } from './model';
 
 /** Response header marking an answer replayed from the first request with the same key. */
 export const REPLAYED_HEADER = 'idempotent-replayed';

@@ -1,4 +1,4 @@
-import { t } from 'elysia';
+import { type Static, t } from 'elysia';
 import { embeddingFailureCategories } from '../../embeddings/failures';
 import {
   DateTimeInput,
@@ -148,3 +148,5 @@ export function messageModels(maxContentChars: number) {
 }
 
 export type MessageModels = ReturnType<typeof messageModels>;
+/** A message as the API shows it. */
+export type MessageView = Static<MessageModels['Message']>;

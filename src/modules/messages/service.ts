@@ -7,7 +7,7 @@ import { notFound, validationFailed } from '../../lib/errors';
 import { parseRequestTime } from '../../lib/time';
 import { type KeysetPage, pageOf } from '../../lib/keyset';
 import { rawQuery } from '../../db/raw';
-import { MESSAGE_LIMITS } from './model';
+import { MESSAGE_LIMITS, type MessageView } from './model';
 
 export interface MessageInput {
   conversation_id: string;
@@ -18,23 +18,6 @@ export interface MessageInput {
   tool_calls?: object[];
   metadata?: Record<string, unknown>;
   created_at?: string;
-}
-
-/** A message as the API shows it. */
-export interface MessageView {
-  id: string;
-  conversation_id: string;
-  role: MessageRole;
-  content: string;
-  name: string | null;
-  tool_call_id: string | null;
-  tool_calls: unknown[] | null;
-  metadata: Record<string, unknown>;
-  created_at: string;
-  archived: boolean;
-  archived_at: string | null;
-  embedding_status: EmbeddingStatus;
-  embedding_error: string | null;
 }
 
 /** Where a message's embedding stands (from its search row). */

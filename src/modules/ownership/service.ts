@@ -1,5 +1,5 @@
 import { and, asc, eq, gt, sql } from 'drizzle-orm';
-import { rowsOf } from '../../db/migrate';
+import { rowsOf } from '../../db/raw';
 import { apiKeys, conversations, tenants } from '../../db/schema';
 import type { Database } from '../../db/types';
 import type { CursorPosition } from '../../lib/cursor';

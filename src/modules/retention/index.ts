@@ -1,30 +1,9 @@
-import { Elysia, t } from 'elysia';
+import { Elysia } from 'elysia';
 import type { AppDeps } from '../../deps';
 import { commonErrors } from '../../lib/schemas';
 import { adminAuth } from '../../plugins/auth';
-import { runRetention } from '../../retention/job';
-
-const TenantRetention = t.Object({
-  tenant_id: t.String(),
-  archived: t.Integer(),
-  purged: t.Integer(),
-  conversations_deleted: t.Integer(),
-});
-
-/** What a retention run did; the same shape the CLI prints and health summarises. */
-export const RetentionResult = t.Object({
-  started_at: t.String(),
-  duration_ms: t.Number(),
-  archived: t.Integer(),
-  purged: t.Integer(),
-  conversations_deleted: t.Integer(),
-  tenants_processed: t.Integer(),
-  tenants: t.Array(TenantRetention),
-  complete: t.Boolean(),
-  skipped: t.Boolean(),
-  reason: t.Optional(t.String()),
-  error: t.Optional(t.String()),
-});
+import { runRetention } from './job';
+import { RetentionResult } from './model';
 
 /** POST /v1/admin/retention/run: runs the retention job now, to completion or its time limit. */
 export function retentionModule(deps: AppDeps) {

@@ -3,7 +3,16 @@ import { type MessageRow, messageSearch, messages } from '../../db/schema';
 import type { Database } from '../../db/types';
 import { vectorLiteral } from '../../embeddings/types';
 import type { EmbeddingInfo } from '../messages/service';
-import type { SearchContext } from './service';
+import type { QueryEmbedder, SearchCapabilities } from '../../embeddings/types';
+
+/** What a search runs against: the database, what search can do here, the query embedder. */
+export interface SearchContext {
+  db: Database;
+  search: SearchCapabilities;
+  embedder: QueryEmbedder | null;
+  /** Overrides EXACT_SEARCH_MAX_ROWS (0: the index scan alone; tests and measurements). */
+  exactSearchMaxRows?: number;
+}
 
 // The two ranked lists search is made of: full-text (tsvector, GIN) and semantic (pgvector,
 // HNSW). Each returns the best `k` of one tenant's messages that pass the filters.

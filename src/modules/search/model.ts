@@ -2,7 +2,6 @@ import { type Static, Type } from '@sinclair/typebox';
 import { t } from 'elysia';
 import { DateTimeInput } from '../../lib/schemas';
 import { ConversationId, MESSAGE_LIMITS, type MessageModels } from '../messages/model';
-import type { SearchInput } from './service';
 
 /** Limits and defaults of a search request; the schema and the service both read them. */
 export const SEARCH_LIMITS = {
@@ -78,6 +77,18 @@ export const SearchRequest = t.Object(
   { additionalProperties: false },
 );
 
+/** A validated search request (the body of POST /v1/search with defaults applied). */
+export interface SearchInput {
+  query: string;
+  mode: SearchMode;
+  limit: number;
+  includeArchived: boolean;
+  conversationId?: string;
+  createdAfter?: string;
+  createdBefore?: string;
+  metadata?: Record<string, unknown>;
+}
+
 /** A search request with its defaults applied, as the service takes it. */
 export function searchInputOf(body: Static<typeof SearchRequest>): SearchInput {
   return {
@@ -118,3 +129,9 @@ export function searchModels(messageModels: MessageModels) {
     }),
   };
 }
+
+export type SearchModels = ReturnType<typeof searchModels>;
+/** One result as the API shows it. */
+export type SearchResultView = Static<SearchModels['SearchResult']>;
+/** The answer to POST /v1/search; `mode` is the mode that ran. */
+export type SearchResponseView = Static<SearchModels['SearchResponse']>;

@@ -1,56 +1,24 @@
 import { eq, gte, lt, type SQL, sql } from 'drizzle-orm';
 import { messages } from '../../db/schema';
-import type { Database } from '../../db/types';
-import {
-  EmbeddingsUnavailableError,
-  type QueryEmbedder,
-  type SearchCapabilities,
-} from '../../embeddings/types';
+import { EmbeddingsUnavailableError, type QueryEmbedder } from '../../embeddings/types';
 import { AppError, validationFailed } from '../../lib/errors';
 import { parseRequestTime } from '../../lib/time';
-import { type MessageView, toMessageView } from '../messages/service';
-import { fullTextList, type Hit, semanticList } from './lists';
-import { type MatchKind, SEARCH_LIMITS, type SearchMode } from './model';
+import type { MessageView } from '../messages/model';
+import { toMessageView } from '../messages/service';
+import { fullTextList, type Hit, type SearchContext, semanticList } from './lists';
+import {
+  type MatchKind,
+  SEARCH_LIMITS,
+  type SearchInput,
+  type SearchMode,
+  type SearchResponseView,
+  type SearchResultView,
+} from './model';
 
 /** Reciprocal rank fusion constant: 1 / (k + rank), the value of the original paper. */
 const RRF_K = 60;
 /** Each list of a hybrid search fetches this many times `limit`, so fusion has depth. */
 const HYBRID_OVERFETCH = 3;
-
-/** A validated search request (the body of POST /v1/search with defaults applied). */
-export interface SearchInput {
-  query: string;
-  mode: SearchMode;
-  limit: number;
-  includeArchived: boolean;
-  conversationId?: string;
-  createdAfter?: string;
-  createdBefore?: string;
-  metadata?: Record<string, unknown>;
-}
-
-/** One result as the API shows it. */
-export interface SearchResultView {
-  message: MessageView;
-  score: number;
-  matched: MatchKind[];
-}
-
-/** The answer to POST /v1/search; `mode` is the mode that ran. */
-export interface SearchResponseView {
-  results: SearchResultView[];
-  mode: SearchMode;
-  degraded: boolean;
-}
-
-/** What a search runs against: the database, what search can do here, the query embedder. */
-export interface SearchContext {
-  db: Database;
-  search: SearchCapabilities;
-  embedder: QueryEmbedder | null;
-  /** Overrides EXACT_SEARCH_MAX_ROWS (0: the index scan alone; tests and measurements). */
-  exactSearchMaxRows?: number;
-}
 
 /**
  * Searches one tenant's messages. Hybrid fuses the full-text and semantic lists by reciprocal

@@ -1,5 +1,5 @@
 import { Type as T } from '@sinclair/typebox';
-import { t } from 'elysia';
+import { type Static, t } from 'elysia';
 import { UuidOut, Cursor, PageLimit, Timestamp } from '../../lib/schemas';
 
 /** Longest grace period a rotated key may keep working: one week. */
@@ -30,6 +30,9 @@ export const Tenant = t.Object({
   created_at: Timestamp,
   updated_at: Timestamp,
 });
+
+/** A tenant as the admin API shows it. */
+export type TenantView = Static<typeof Tenant>;
 
 export const CreateTenant = t.Object(
   {

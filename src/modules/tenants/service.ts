@@ -5,22 +5,10 @@ import type { CursorCodec } from '../../lib/cursor';
 import { notFound, validationFailed } from '../../lib/errors';
 import { generateTenantKey } from '../../auth/keys';
 import { LIMIT_SETTINGS, notifyKeyChange } from '../../auth/resolver';
+import type { TenantView } from './model';
 
 /** Cursors of the admin listing are bound to this pseudo-tenant. */
 const ADMIN_SCOPE_TENANT = 'admin';
-
-export interface TenantView {
-  id: string;
-  name: string;
-  disabled: boolean;
-  rate_limit_write_per_minute: number | null;
-  rate_limit_read_per_minute: number | null;
-  archive_after_days: number | null;
-  purge_after_days: number | null;
-  api_key_prefix: string | null;
-  created_at: string;
-  updated_at: string;
-}
 
 /**
  * Per-tenant numbers kept in the settings document, under the same names as in the API; absent

@@ -1,10 +1,10 @@
 import { sql } from 'drizzle-orm';
-import type { Config } from '../config';
-import { rowsOf } from '../db/migrate';
-import type { Database, DatabaseHandle } from '../db/types';
-import { errorSummary, type Logger } from '../logger';
-import type { Metrics } from '../metrics';
-import { tryAdvisoryLock } from './lock';
+import type { Config } from '../../config';
+import { rowsOf } from '../../db/raw';
+import type { Database, DatabaseHandle } from '../../db/types';
+import { errorSummary, type Logger } from '../../logger';
+import type { Metrics } from '../../metrics';
+import type { RetentionResult, TenantRetention } from './model';
 import {
   archiveBatch,
   deleteEmptyConversations,
@@ -15,44 +15,15 @@ import {
 
 /** Advisory lock key of the retention job ("tsretain" in ASCII), distinct from migrations'. */
 const RETENTION_LOCK_KEY = 0x747372657461696en;
+/** application_name of the session that holds the retention lock (see pg_stat_activity). */
+const RETENTION_SESSION = 'threadstore-retention';
 /** app_settings key under which the last run is kept for other instances and restarts. */
 export const LAST_RUN_SETTING = 'retention_last_run';
 const DAY_MS = 86_400_000;
 
-/** What one run did to one tenant. */
-export interface TenantRetention {
-  tenant_id: string;
-  archived: number;
-  purged: number;
-  /** Conversations the purge left without messages, deleted with their last message. */
-  conversations_deleted: number;
-}
-
-/** The outcome of one run, as the route, the CLI, health and metrics show it. */
-export interface RetentionResult {
-  started_at: string;
-  duration_ms: number;
-  archived: number;
-  purged: number;
-  conversations_deleted: number;
-  /** Tenants with a policy that the run went through. */
-  tenants_processed: number;
-  /** Tenants where the run archived or purged something. */
-  tenants: TenantRetention[];
-  /** False when the run stopped early (time limit, shutdown or error): the next run resumes. */
-  complete: boolean;
-  /** True when another run held the lock; nothing was done. */
-  skipped: boolean;
-  reason?: string;
-  error?: string;
-}
-
 export interface RetentionDeps {
   database: DatabaseHandle;
-  config: Pick<
-    Config,
-    'DATABASE_URL' | 'DB_CONNECT_TIMEOUT_MS' | 'RETENTION_BATCH_SIZE' | 'RETENTION_RUN_TIMEOUT_MS'
-  >;
+  config: Pick<Config, 'RETENTION_BATCH_SIZE' | 'RETENTION_RUN_TIMEOUT_MS'>;
   logger: Logger;
   metrics?: Metrics;
 }
@@ -133,22 +104,26 @@ export async function runRetention(
   if (state.running) return skip(finish());
   state.running = true;
   try {
-    const locked = await tryAdvisoryLock(database, config, RETENTION_LOCK_KEY, async (db) => {
-      try {
-        await applyPolicies(db, result, startedAt, {
-          batchSize: options.batchSize ?? config.RETENTION_BATCH_SIZE,
-          deadline: started + (options.timeoutMs ?? config.RETENTION_RUN_TIMEOUT_MS),
-          signal: options.signal,
-        });
-      } catch (err) {
-        result.error = errorSummary(err);
-        result.complete = false;
-      }
-      finish();
-      await store(db, result).catch((err: unknown) =>
-        logger.warn({ err }, 'could not store the retention run'),
-      );
-    });
+    const locked = await database.tryAdvisoryLock(
+      RETENTION_LOCK_KEY,
+      RETENTION_SESSION,
+      async (db) => {
+        try {
+          await applyPolicies(db, result, startedAt, {
+            batchSize: options.batchSize ?? config.RETENTION_BATCH_SIZE,
+            deadline: started + (options.timeoutMs ?? config.RETENTION_RUN_TIMEOUT_MS),
+            signal: options.signal,
+          });
+        } catch (err) {
+          result.error = errorSummary(err);
+          result.complete = false;
+        }
+        finish();
+        await store(db, result).catch((err: unknown) =>
+          logger.warn({ err }, 'could not store the retention run'),
+        );
+      },
+    );
     if (!locked.acquired) return skip(finish());
   } catch (err) {
     // Could not even open the lock's connection.
