@@ -5,6 +5,7 @@ import { adminModule } from './modules/admin';
 import { conversationsModule } from './modules/conversations';
 import { healthModule } from './modules/health';
 import { mcpModule } from './modules/mcp';
+import { MCP_PATH } from './modules/mcp/path';
 import { messagesModule } from './modules/messages';
 import { retentionModule } from './modules/retention';
 import { ownershipModule } from './modules/ownership';
@@ -29,10 +30,14 @@ export function createApp(deps: AppDeps) {
       // limiter (it answers preflights, which are never counted), the limiter before parsing.
       .use(requestId)
       .use(cors(parseOrigins(deps.config.CORS_ORIGINS), deps.config.CORS_MAX_AGE))
-      .use(deps.config.RATE_LIMIT_ENABLED ? rateLimit(deps) : unlimited)
+      .use(
+        deps.config.RATE_LIMIT_ENABLED
+          ? rateLimit({ ...deps, perMessageRoute: MCP_PATH })
+          : unlimited,
+      )
       .use(errors(deps.logger))
       .use(requestLog(deps.logger, deps.config.REQUEST_METRICS ? deps.metrics : null))
-      .use(jsonBody(deps.config.MAX_BODY_BYTES))
+      .use(jsonBody(deps.config.MAX_BODY_BYTES, { ownStringChecks: [MCP_PATH] }))
       .use(
         openapi({
           path: '/docs',

@@ -5,7 +5,7 @@ import type { SearchCapabilities } from './embeddings/types';
 import { CursorCodec } from './lib/cursor';
 import type { Logger } from './logger';
 import { createMetrics, type Metrics } from './metrics';
-import { KeyResolver } from './modules/tenants/keys';
+import { KeyResolver } from './auth/resolver';
 import { RedisRateLimitStore } from './plugins/rate-limit-redis';
 
 /** Everything the app is built from; tests build it around their own database. */

@@ -2,7 +2,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import type { Database, DatabaseHandle } from './db/types';
 import type { EmbeddingClient } from './embeddings/client';
 import { backlog } from './embeddings/worker';
-import type { KeyResolver } from './modules/tenants/keys';
+import type { KeyResolver } from './auth/resolver';
 import type { RetentionResult } from './modules/retention/model';
 import { VERSION } from './version';
 

@@ -4,7 +4,7 @@ import type { AppDeps } from './deps';
 import { errors } from './lib/errors';
 import { routePathOf } from './lib/path';
 import type { ErrorBody } from './plugins/errors';
-import { requestState, withRequestState } from './plugins/request-id';
+import { requestState, withRequestState } from './lib/request-state';
 
 /** The part of Bun's server the handler uses (tests pass their own). */
 export type RequestIpSource = Pick<Server<unknown>, 'requestIP'>;

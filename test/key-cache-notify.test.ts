@@ -4,7 +4,7 @@ import { createApp } from '../src/app';
 import { rowsOf } from '../src/db/raw';
 import type { DatabaseHandle } from '../src/db/types';
 import { createDeps } from '../src/deps';
-import { KeyResolver, UNCONFIRMED_TTL_MS } from '../src/modules/tenants/keys';
+import { KeyResolver, UNCONFIRMED_TTL_MS } from '../src/auth/resolver';
 import { ADMIN_KEY, buildTestApp, type TestApp } from './support/app';
 import { type PostgresCluster, startPostgres } from './support/postgres';
 

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import postgres from 'postgres';
-import { generateTenantKey, isTenantKeyShaped } from '../src/lib/keys';
-import { UNKNOWN_KEY_TTL_MS } from '../src/modules/tenants/keys';
+import { generateTenantKey, isTenantKeyShaped } from '../src/auth/keys';
+import { UNKNOWN_KEY_TTL_MS } from '../src/auth/resolver';
 import { buildTestApp } from './support/app';
 
 // Guessed keys must cost the database nothing. A second session locks api_keys, so any request

@@ -16,7 +16,7 @@ import type { DatabaseHandle } from '../src/db/types';
 import { createDeps } from '../src/deps';
 import { createLogger } from '../src/logger';
 import { toAppError } from '../src/plugins/errors';
-import { withRequestState } from '../src/plugins/request-id';
+import { withRequestState } from '../src/lib/request-state';
 
 const ADMIN_KEY = 'pglite-admin-key-0123456789';
 /** A fresh PGlite takes 4 to 8 s here; leave room for a slower machine. */

@@ -3,7 +3,7 @@ import postgres from 'postgres';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
 import { listenPostgres, type Subscription } from './listener';
-import { currentRequestState } from '../plugins/request-id';
+import { currentRequestState } from '../lib/request-state';
 import { gatedClient, PoolGate } from './pool-gate';
 import * as schema from './schema';
 import type { Database, DatabaseHandle } from './types';

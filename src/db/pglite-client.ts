@@ -1,6 +1,6 @@
 import type { PGlite, QueryOptions } from '@electric-sql/pglite';
 import { errors } from '../lib/errors';
-import { currentRequestState } from '../plugins/request-id';
+import { currentRequestState } from '../lib/request-state';
 import type { PoolStats } from './pool-gate';
 import type { WireError, WireResults, WorkerReply, WorkerRequest } from './pglite-protocol';
 

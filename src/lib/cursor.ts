@@ -1,5 +1,5 @@
 import { errors } from './errors';
-import { safeEqual } from './keys';
+import { safeEqual } from '../auth/keys';
 
 /** Position of the last row of a page: keyset pagination resumes strictly after it. */
 export interface CursorPosition {

@@ -1,8 +1,9 @@
 import { Elysia } from 'elysia';
 import { errors } from '../lib/errors';
-import { bearerToken, safeEqual } from '../lib/keys';
-import type { KeyResolver } from '../modules/tenants/keys';
-import { requestState } from './request-id';
+import { resolveBearerTenant } from '../auth/bearer';
+import { bearerToken, safeEqual } from '../auth/keys';
+import { requestState } from '../lib/request-state';
+import type { KeyResolver } from '../auth/resolver';
 
 /** The tenant a request acts for; it only ever comes from the API key. */
 export interface TenantContext {
@@ -21,12 +22,11 @@ export function tenantAuth(keys: KeyResolver) {
   return new Elysia().derive({ as: 'scoped' }, async function authenticateTenant({ request }) {
     const token = bearerToken(request.headers.get('authorization'));
     if (!token) throw unauthorized('A bearer API key is required');
-    const state = requestState(request);
-    // The rate limiter has usually looked the key up already.
-    const tenant = state.auth ? state.auth.tenant : await keys.resolve(token);
+    // The rate limiter has usually looked the key up already; then this reads its answer.
+    const tenant = await resolveBearerTenant(request, keys);
     if (!tenant) throw unauthorized('The API key is not valid');
     if (tenant.disabled) throw errors.forbidden('This tenant is disabled');
-    state.tenantId = tenant.id;
+    requestState(request).tenantId = tenant.id;
     return { tenant: { id: tenant.id, name: tenant.name } satisfies TenantContext };
   });
 }

@@ -4,7 +4,7 @@ import { isRefusedValue, mapDatabaseError } from '../db/errors';
 import { AppError, causes, type ErrorCode, errors as appErrors } from '../lib/errors';
 import { ErrorResponse } from '../lib/schemas';
 import type { Logger } from '../logger';
-import { type RequestState, requestState } from './request-id';
+import { type RequestState, requestState } from '../lib/request-state';
 
 /**
  * 5xx codes whose source logs them itself: rate-limited, as one line per request during an

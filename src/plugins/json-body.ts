@@ -1,7 +1,6 @@
 import { Elysia } from 'elysia';
 import { errors } from '../lib/errors';
 import { routePathOf } from '../lib/path';
-import { MCP_PATH } from '../modules/mcp/path';
 
 /** Deeper JSON than this is refused before validation (metadata allows depth 5 anyway). */
 const MAX_JSON_DEPTH = 32;
@@ -12,7 +11,17 @@ const MAX_JSON_DEPTH = 32;
  * not Content-Length was sent, broken JSON is 400, and strings PostgreSQL cannot store or that
  * are not well-formed Unicode (NUL, lone surrogates) are 422. Elysia's own parsers never run.
  */
-export function jsonBody(maxBytes: number) {
+export interface JsonBodyOptions {
+  /**
+   * Routes (registered paths) that check their body's strings themselves and get only the
+   * nesting checked here: MCP answers a tool's bad arguments as a tool error, not as an HTTP
+   * error (passed in by app.ts).
+   */
+  ownStringChecks?: readonly string[];
+}
+
+export function jsonBody(maxBytes: number, { ownStringChecks = [] }: JsonBodyOptions = {}) {
+  const selfChecked = new Set(ownStringChecks);
   return new Elysia({ name: 'json-body' }).onParse(
     { as: 'global' },
     async function parseJsonBody({ request }) {
@@ -29,9 +38,9 @@ export function jsonBody(maxBytes: number) {
       } catch {
         throw errors.malformedJson();
       }
-      // MCP answers a tool's bad arguments as a tool error, not as an HTTP error: it checks
-      // the strings of the arguments itself (checkJsonStrings), and only the nesting here.
-      checkStrings(value, routePathOf(request.url) !== MCP_PATH);
+      // A route that checks its strings itself (MCP: checkJsonStrings) gets only the nesting
+      // checked here.
+      checkStrings(value, !selfChecked.has(routePathOf(request.url)));
       return value;
     },
   );

@@ -5,22 +5,12 @@ import type { Config } from '../config';
 import { clientIp, parseTrustProxy } from '../lib/client-ip';
 import { errors } from '../lib/errors';
 import { routePathOf } from '../lib/path';
-import { MCP_PATH } from '../modules/mcp/path';
-import { bearerToken } from '../lib/keys';
+import { peekBearerTenant, resolveBearerTenant } from '../auth/bearer';
+import { type Budget, type Pricing, type RequestState, requestState } from '../lib/request-state';
 import type { Logger } from '../logger';
 import type { Metrics } from '../metrics';
-import type { KeyResolver, ResolvedTenant } from '../modules/tenants/keys';
+import type { KeyResolver, ResolvedTenant } from '../auth/resolver';
 import { MemoryRateLimitStore } from './rate-limit-memory';
-import { type RequestState, requestState } from './request-id';
-
-/** Which budget a request draws on. */
-export type Budget = 'write' | 'read' | 'admin';
-
-/**
- * How a route is counted: once against a budget, once per JSON-RPC message (the MCP endpoint,
- * see modules/mcp), or never (the probes).
- */
-export type Pricing = Budget | 'per-message' | 'free';
 
 /** Keys held by the in-process store; beyond this the least recently used is forgotten. */
 const STORE_MAX_KEYS = 100_000;
@@ -55,10 +45,15 @@ export function budgetOf(method: string, route: string): Budget {
   return WRITE_METHODS.has(method) ? 'write' : 'read';
 }
 
-/** How a request to `route` is counted. */
-export function pricingOf(method: string, route: string): Pricing {
+/**
+ * How a request to `route` is counted; POSTs to `perMessageRoute` (when given) are counted
+ * per message by the route itself.
+ */
+export function pricingOf(method: string, route: string, perMessageRoute?: string): Pricing {
   if ((method === 'GET' || method === 'HEAD') && PROBE_PATHS.has(route)) return 'free';
-  if (method === 'POST' && route === MCP_PATH) return 'per-message';
+  if (method === 'POST' && perMessageRoute !== undefined && route === perMessageRoute) {
+    return 'per-message';
+  }
   return budgetOf(method, route);
 }
 
@@ -69,6 +64,12 @@ export interface RateLimitOptions {
   metrics: Metrics;
   /** Counter store shared by the fleet (Redis); in process (MemoryRateLimitStore) when null. */
   rateLimitStore?: RateLimitStore | null;
+  /**
+   * The route (registered path) whose POSTs are counted per JSON-RPC message by the route
+   * itself, through `RequestState.charge` (the MCP endpoint, passed in by app.ts). Absent:
+   * every route is counted here, once.
+   */
+  perMessageRoute?: string;
 }
 
 /**
@@ -95,7 +96,14 @@ export interface RateLimitOptions {
  * uncounted, or refused with 503 rate_limit_unavailable, per RATE_LIMIT_ON_STORE_ERROR; the
  * failure is counted in /metrics and logged at most once a second.
  */
-export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: RateLimitOptions) {
+export function rateLimit({
+  config,
+  keys,
+  logger,
+  metrics,
+  rateLimitStore,
+  perMessageRoute,
+}: RateLimitOptions) {
   const counters = rateLimitStore ?? new MemoryRateLimitStore(STORE_MAX_KEYS);
   const windowMs = config.RATE_LIMIT_WINDOW_MS;
   counters.init({ duration: windowMs } as Parameters<RateLimitStore['init']>[0]);
@@ -189,7 +197,7 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
     pricing: Budget | 'per-message',
   ): Promise<void> {
     // Without a valid key nothing runs on the MCP endpoint: one count, as any POST.
-    const budget = pricing === 'per-message' ? budgetOf('POST', MCP_PATH) : pricing;
+    const budget = pricing === 'per-message' ? budgetOf('POST', perMessageRoute!) : pricing;
     const addressKey = () => {
       const ip = clientIp(state.socketIp?.(), request.headers.get('x-forwarded-for'), trust);
       return `${budget}:ip:${ip}`;
@@ -198,16 +206,14 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
       await charge(set, state.id, budget, addressKey(), defaults.admin);
       return;
     }
-    const token = bearerToken(request.headers.get('authorization'));
-    let tenant = token ? keys.peek(token) : null;
-    if (token && tenant !== undefined) state.auth = { tenant };
+    let tenant = peekBearerTenant(request, keys);
     if (tenant === undefined) {
       // Only a lookup can tell. A client known to have spent its budget is refused first,
       // without one: its address pays, as for any refused request.
       const key = addressKey();
       const counted =
         spent.has(key) && (await charge(set, state.id, budget, key, defaults[budget]));
-      tenant = await tenantOf(state, keys, token!);
+      tenant = await tenantOf(request, keys);
       if (counted) {
         // Its window had ended meanwhile, and the count was not a refusal.
         if (!tenant || tenant.disabled) return;
@@ -235,14 +241,14 @@ export function rateLimit({ config, keys, logger, metrics, rateLimitStore }: Rat
       // Preflights are answered by the CORS plugin before this; never count them.
       if (request.method === 'OPTIONS') return;
       const state = requestState(request);
-      const pricing = pricingOf(request.method, routePathOf(request.url));
+      const pricing = pricingOf(request.method, routePathOf(request.url), perMessageRoute);
       state.pricing = pricing;
       if (pricing !== 'free') await chargeRequest(request, set, state, pricing);
     })
     .onTransform({ as: 'global' }, async function checkCharged({ request, route, set }) {
       if (request.method === 'OPTIONS') return;
       const state = requestState(request);
-      const pricing = pricingOf(request.method, route);
+      const pricing = pricingOf(request.method, route, perMessageRoute);
       if (state.pricing === pricing) return;
       // routePathOf read the path as another route than the router matched (a bug there):
       // the request is counted as its own route before that route's handler runs.
@@ -278,18 +284,12 @@ export const unlimited = new Elysia({ name: 'rate-limit' }).onRequest(function c
 });
 
 /**
- * Looks the bearer key up and remembers the answer for the auth guard. A database failure here
- * is left to the guard, which reports it as 503.
+ * Looks the bearer key up (src/auth/bearer.ts keeps the answer for the auth guard). A database
+ * failure here is left to the guard, which looks again and reports it as 503.
  */
-async function tenantOf(
-  state: RequestState,
-  keys: KeyResolver,
-  token: string,
-): Promise<ResolvedTenant | null> {
+async function tenantOf(request: Request, keys: KeyResolver): Promise<ResolvedTenant | null> {
   try {
-    const tenant = await keys.resolve(token);
-    state.auth = { tenant };
-    return tenant;
+    return await resolveBearerTenant(request, keys);
   } catch {
     return null;
   }

@@ -1,7 +1,7 @@
 import { Elysia } from 'elysia';
 import type { Logger } from '../logger';
 import type { Metrics } from '../metrics';
-import { requestState } from './request-id';
+import { requestState } from '../lib/request-state';
 
 /**
  * One JSON line and the request metrics (unless turned off) per request once the response is sent. Only the route pattern is logged (not

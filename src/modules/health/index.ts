@@ -3,7 +3,7 @@ import { Elysia, t } from 'elysia';
 import { migrationsApplied } from '../../db/migrate';
 import type { AppDeps } from '../../deps';
 import { errors } from '../../lib/errors';
-import { bearerToken, safeEqual } from '../../lib/keys';
+import { bearerToken, safeEqual } from '../../auth/keys';
 import { ErrorResponse } from '../../lib/schemas';
 import { HealthCheck } from './model';
 import { withTimeout } from '../../lib/time';

@@ -8,7 +8,7 @@ import type { SearchCapabilities } from '../../embeddings/types';
 import { backlog } from '../../embeddings/worker';
 import { causes } from '../../lib/errors';
 import type { RedisRateLimitStore } from '../../plugins/rate-limit-redis';
-import { type KeyResolver, UNCONFIRMED_TTL_MS } from '../tenants/keys';
+import { type KeyResolver, UNCONFIRMED_TTL_MS } from '../../auth/resolver';
 import { lastRetentionRun, storedRetentionRun } from '../retention/job';
 import type { RetentionResult } from '../retention/model';
 import { VERSION } from '../../version';

@@ -4,7 +4,7 @@ import type { AppDeps } from '../../deps';
 import { errors } from '../../lib/errors';
 import { checkJsonStrings } from '../../plugins/json-body';
 import { Cursor, Order, Uuid } from '../../lib/schemas';
-import type { Budget } from '../../plugins/rate-limit';
+import type { Budget } from '../../lib/request-state';
 import { ConversationPage } from '../conversations/model';
 import { listConversations } from '../conversations/service';
 import { storeMessages } from '../messages/idempotency';

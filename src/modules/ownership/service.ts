@@ -5,7 +5,7 @@ import type { Database } from '../../db/types';
 import type { CursorPosition } from '../../lib/cursor';
 import { errors } from '../../lib/errors';
 import { messagesPage } from '../messages/service';
-import { notifyKeyChange } from '../tenants/keys';
+import { notifyKeyChange } from '../../auth/resolver';
 import { getTenant } from '../tenants/service';
 
 /** Rows read per query of an export: enough to amortise round trips, small enough to stream. */

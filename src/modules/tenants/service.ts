@@ -3,8 +3,8 @@ import { apiKeys, type TenantRow, tenants } from '../../db/schema';
 import type { Database } from '../../db/types';
 import type { CursorCodec } from '../../lib/cursor';
 import { errors } from '../../lib/errors';
-import { generateTenantKey } from '../../lib/keys';
-import { LIMIT_SETTINGS, notifyKeyChange } from './keys';
+import { generateTenantKey } from '../../auth/keys';
+import { LIMIT_SETTINGS, notifyKeyChange } from '../../auth/resolver';
 import type { TenantView } from './model';
 
 /** Cursors of the admin listing are bound to this pseudo-tenant. */

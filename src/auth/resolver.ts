@@ -1,9 +1,9 @@
 import QuickLRU from '@alloc/quick-lru';
 import { and, eq, gt, isNull, or, sql } from 'drizzle-orm';
-import { apiKeys, tenants } from '../../db/schema';
-import type { Subscription } from '../../db/listener';
-import type { Database, DatabaseHandle } from '../../db/types';
-import { hashKey, isTenantKeyShaped, safeEqual } from '../../lib/keys';
+import { apiKeys, tenants } from '../db/schema';
+import type { Subscription } from '../db/listener';
+import type { Database, DatabaseHandle } from '../db/types';
+import { hashKey, isTenantKeyShaped, safeEqual } from './keys';
 
 export interface ResolvedTenant {
   id: string;
