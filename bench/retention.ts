@@ -11,7 +11,7 @@ import { migrate, rowsOf } from '../src/db/migrate';
 import { createLogger } from '../src/logger';
 import { runRetention } from '../src/retention/job';
 import { archiveBatch, deleteEmptyConversations, purgeBatch } from '../src/retention/queries';
-import { startPostgres } from '../test/support/postgres';
+import { startPostgres } from '../harness/postgres';
 
 const TENANTS = 100;
 const LOAD_CONNECTIONS = 32;

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hasPgvector, isCi, requireOrSkip } from './support/requires';
-import { runCommand } from './support/process';
+import { runCommand } from '../harness/process';
 
 const BUN = join(import.meta.dir, '..', 'node_modules', '.bin', 'bun');
 const REQUIRES = join(import.meta.dir, 'support', 'requires.ts');

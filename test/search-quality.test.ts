@@ -8,8 +8,8 @@ import { openDatabase } from '../src/db/client';
 import { migrate, rowsOf } from '../src/db/migrate';
 import { createLogger } from '../src/logger';
 import { buildTestApp, sharedApp, type TestApp } from './support/app';
-import { type EmbeddingServer, startEmbeddingServer } from './support/embedding-server';
-import { createDatabase } from './support/postgres';
+import { type EmbeddingServer, startEmbeddingServer } from '../harness/embedding-server';
+import { createDatabase } from '../harness/postgres';
 import { requirePgvector } from './support/requires';
 
 const CORPUS = [
