@@ -7,7 +7,7 @@ import {
   findPgBin,
   startPostgres,
   type PostgresCluster,
-} from '../harness/postgres';
+} from '../../harness/postgres';
 
 async function selectOne(url: string): Promise<number> {
   // connect_timeout keeps a dead server from hanging the test until bun's 5 s default.
