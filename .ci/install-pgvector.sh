@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and installs pgvector into the PostgreSQL server the tests start (the one
-# test/support/postgres.ts findPgBin() picks), for Debian machines whose release has no pgvector
+# harness/postgres.ts findPgBin() picks), for Debian machines whose release has no pgvector
 # package for that server (bookworm and PostgreSQL 15). Does nothing when the extension is already
 # there. Run as root, or as a user with sudo. Usage: bash .ci/install-pgvector.sh
 set -euo pipefail
@@ -23,7 +23,7 @@ has_server_binaries() {
   [[ -x "$1/initdb" && -x "$1/pg_ctl" ]]
 }
 
-# Same choice as findPgBin() in test/support/postgres.ts: the first initdb on PATH (resolved
+# Same choice as findPgBin() in harness/postgres.ts: the first initdb on PATH (resolved
 # through symlinks such as Debian's /usr/local/bin ones), else the highest installed version.
 find_pg_bin() {
   local dir real

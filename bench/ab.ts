@@ -2,19 +2,13 @@
 // two source trees (the checkout against a `git worktree` of another commit). Each round loads
 // both, in alternating order, and the median of the per-round B/A ratios (throughput, p99 and
 // server CPU per request) says what the difference does; this machine's speed drifts too much
-// between runs for two separate runs to say it.
-// Usage: bun bench/ab.ts [create|list] [--rounds N] [--seconds S] [--embeddings]
-//   [--a DIR] [--b DIR] [A.NAME=value …] [B.NAME=value …] [NAME=value …]
-// DIR is a source tree (default: this one), run with Bun from source; A.NAME=value configures
-// A only, NAME=value both. E.g. `bun bench/ab.ts create B.RATE_LIMIT_ENABLED=false`.
+// between runs for two separate runs to say it (bench/paired.ts).
 import { join } from 'node:path';
 import {
   BUN,
   cleanup,
-  cpuOf,
   createTenant,
   jsonAuth,
-  load,
   median,
   ROOT,
   seedListConversation,
@@ -23,8 +17,18 @@ import {
   settingsFrom,
   startThreadstore,
 } from './lib';
+import { pairedRounds } from './paired';
+
+const USAGE = `Usage: bun bench/ab.ts [create|list] [--rounds N] [--seconds S] [--embeddings]
+  [--a DIR] [--b DIR] [A.NAME=value …] [B.NAME=value …] [NAME=value …]
+DIR is a source tree (default: this one), run with Bun from source; A.NAME=value configures
+A only, NAME=value both. E.g. \`bun bench/ab.ts create B.RATE_LIMIT_ENABLED=false\`.`;
 
 const args = process.argv.slice(2);
+if (args.includes('--help') || args.includes('-h')) {
+  console.log(USAGE);
+  process.exit(0);
+}
 const flag = (name: string) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
@@ -71,29 +75,24 @@ try {
           url: `${server.base}/v1/messages?conversation_id=list&limit=50`,
           headers: jsonAuth(tenant.api_key),
         };
-  const measure = async (server: ServerProcess, seconds: number, label: string) => {
-    const before = cpuOf(server.pid);
-    const run = await load(
-      server,
-      { scenario: `${scenario} ${label}` },
-      { ...options(server), connections: CONNECTIONS, duration: seconds },
-    );
-    return { rps: run.rps, p99: run.latency.p99, cpu: (cpuOf(server.pid) - before) / run.requests };
-  };
-  for (const server of [a, b]) await measure(server, WARM_UP_S, 'warm-up');
+  const rounds = await pairedRounds(a, b, {
+    scenario,
+    rounds: ROUNDS,
+    seconds: SECONDS,
+    warmUpS: WARM_UP_S,
+    connections: CONNECTIONS,
+    request: options,
+    label: (round) => `${scenario} round ${round + 1}`,
+  });
   const ratios = { rps: [] as number[], p99: [] as number[], cpu: [] as number[] };
   const lines: string[] = [];
-  for (let round = 0; round < ROUNDS; round++) {
-    const got = new Map<ServerProcess, Awaited<ReturnType<typeof measure>>>();
-    for (const server of round % 2 ? [b, a] : [a, b]) {
-      got.set(server, await measure(server, SECONDS, `round ${round + 1}`));
-    }
-    const [x, y] = [got.get(a)!, got.get(b)!];
-    ratios.rps.push(y.rps / x.rps);
-    ratios.p99.push(y.p99 / x.p99);
-    ratios.cpu.push(y.cpu / x.cpu);
+  for (const [round, { a: x, b: y }] of rounds.entries()) {
+    ratios.rps.push(y.run.rps / x.run.rps);
+    ratios.p99.push(y.run.latency.p99 / x.run.latency.p99);
+    ratios.cpu.push(y.cpuMsPerRequest / x.cpuMsPerRequest);
     lines.push(
-      `| ${round + 1} | ${x.rps} | ${x.p99} | ${x.cpu.toFixed(3)} | ${y.rps} | ${y.p99} | ${y.cpu.toFixed(3)} |`,
+      `| ${round + 1} | ${x.run.rps} | ${x.run.latency.p99} | ${x.cpuMsPerRequest.toFixed(3)} | ` +
+        `${y.run.rps} | ${y.run.latency.p99} | ${y.cpuMsPerRequest.toFixed(3)} |`,
     );
   }
   const describe = (side: (typeof sides)[number]) =>

@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { type PostgresCluster, startPostgres } from '../test/support/postgres';
+import { type PostgresCluster, startPostgres } from '../harness/postgres';
 import type { Run } from './types';
 
 export const ROOT = join(import.meta.dir, '..');

@@ -16,7 +16,7 @@ import {
   deleteEmptyConversations,
   purgeBatch,
 } from '../src/modules/retention/queries';
-import { startPostgres } from '../test/support/postgres';
+import { startPostgres } from '../harness/postgres';
 
 const TENANTS = 100;
 const LOAD_CONNECTIONS = 32;

@@ -2,16 +2,13 @@
 // zero-loss and rate-limit accounting, paired rounds against the framework-free baseline, and
 // what each piece of middleware costs. Results: bench/results/<date>-<commit>.json, a Markdown
 // table on stdout and an SVG chart beside the JSON.
-// Usage: bun run bench [--quick] [--ratios-only] [--rounds N] [--middleware|--no-middleware]
-//   [--rebuild] [NAME=value …]
-// NAME=value sets threadstore's configuration for the whole run (e.g. DB_PIPELINE_DEPTH=1), to
-// measure a setting against the baseline.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type autocannon from 'autocannon';
 import postgres from 'postgres';
 import {
+  type Embeddings,
   type ServerProcess,
   type Tenant,
   ADMIN_KEY,
@@ -28,6 +25,7 @@ import {
   settingsFrom,
   startThreadstore,
 } from './lib';
+import { pairedRounds } from './paired';
 import { renderMarkdown, renderSvg } from './report';
 import {
   type Corpus,
@@ -37,6 +35,11 @@ import {
   seedCorpus,
 } from './scenarios';
 import type { BenchResults, Check, MiddlewareCost, Ratio, Run } from './types';
+
+const USAGE = `Usage: bun run bench [--quick] [--ratios-only] [--rounds N]
+  [--middleware|--no-middleware] [--rebuild] [NAME=value …]
+NAME=value sets threadstore's configuration for the whole run (e.g. DB_PIPELINE_DEPTH=1), to
+measure a setting against the baseline.`;
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -72,183 +75,190 @@ const check = (name: string, ok: boolean, detail: string) => {
 };
 const strip = ({ raw: _raw, ...run }: Run & { raw: autocannon.Result }): Run => run;
 
-ensureBinary(args.includes('--rebuild'));
-const { pg, embeddings } = await startInfrastructure();
-const sql = postgres(pg.url, { max: 2 });
-const rowsOf = async (tenant: string) =>
-  (
-    await sql<{ n: number }[]>`select count(*)::int as n from messages where tenant_id = ${tenant}`
-  )[0]!.n;
+/** The whole bench: scenarios and their checks, paired rounds, middleware; then the results. */
+async function main(): Promise<void> {
+  ensureBinary(args.includes('--rebuild'));
+  const { pg, embeddings } = await startInfrastructure();
+  const sql = postgres(pg.url, { max: 2 });
+  const rowsOf = async (tenant: string) => {
+    const [row] = await sql<{ n: number }[]>`
+      select count(*)::int as n from messages where tenant_id = ${tenant}`;
+    return row!.n;
+  };
 
-try {
-  const ts = await startThreadstore(pg.url, embeddings, overrides);
-  process.stderr.write('seeding...\n');
-  const corpus = await seedCorpus(ts, sql);
-  const main = corpus.tenant;
-  const body = (conversation: string) =>
-    JSON.stringify({ conversation_id: conversation, role: 'user', content: 'hello '.repeat(20) });
-  const pick = <T>(xs: readonly T[]) => xs[Math.floor(Math.random() * xs.length)]!;
-  const listPath = `/v1/messages?conversation_id=${corpus.listConversation}&limit=50`;
-  const searchBody = (mode: string) =>
-    JSON.stringify({ query: pick(corpus.queries), mode, limit: 10 });
+  try {
+    const ts = await startThreadstore(pg.url, embeddings, overrides);
+    process.stderr.write('seeding...\n');
+    const corpus = await seedCorpus(ts, sql);
+    const mainTenant = corpus.tenant;
+    const body = (conversation: string) =>
+      JSON.stringify({ conversation_id: conversation, role: 'user', content: 'hello '.repeat(20) });
+    const pick = <T>(xs: readonly T[]) => xs[Math.floor(Math.random() * xs.length)]!;
+    const listPath = `/v1/messages?conversation_id=${corpus.listConversation}&limit=50`;
+    const searchBody = (mode: string) =>
+      JSON.stringify({ query: pick(corpus.queries), mode, limit: 10 });
 
-  /** A write scenario: a fresh tenant, a fixed number of requests, then rows == 2xx × size. */
-  async function writes(scenario: string, connections: number, size: number, amount: number) {
-    const tenant = await createTenant(ts.base, `${scenario} ${connections}`);
-    const path = size === 1 ? '/v1/messages' : '/v1/messages/batch';
-    const payload =
-      size === 1
-        ? body('one-conversation')
-        : JSON.stringify({
-            messages: Array.from({ length: size }, (_, i) => ({
-              conversation_id: `batch-${i % 4}`,
-              role: i % 2 ? 'assistant' : 'user',
-              content: `batch message ${i} `.repeat(6),
-            })),
-          });
-    // A fixed amount, not a duration: autocannon then waits for every answer, so the 2xx
-    // count can be compared with the rows stored, exactly.
-    const run = await load(
-      ts,
-      { scenario },
-      {
-        url: `${ts.base}${path}`,
-        method: 'POST',
-        headers: jsonAuth(tenant.api_key),
-        body: payload,
-        connections,
-        amount,
-      },
-    );
-    const stored = await rowsOf(tenant.id);
-    const expected = run.raw['2xx'] * size;
-    check(
-      `zero loss: ${scenario} at ${connections}`,
-      stored === expected,
-      `${run.raw['2xx']} answered 2xx × ${size} = ${expected}, ${stored} rows stored`,
-    );
-    await drained(`${scenario} at ${connections}`);
-    return run;
-  }
-
-  /** Lets the embedding worker finish what the writes queued before the next scenario runs. */
-  async function drained(after: string) {
-    const { messages, seconds } = await embeddingBacklogDrained(sql);
-    if (messages > 0) {
-      process.stderr.write(
-        `  embedding backlog after ${after}: ${messages} messages in ${seconds.toFixed(1)} s\n`,
+    /** A write scenario: a fresh tenant, a fixed number of requests, then rows == 2xx × size. */
+    async function writes(scenario: string, connections: number, size: number, amount: number) {
+      const tenant = await createTenant(ts.base, `${scenario} ${connections}`);
+      const path = size === 1 ? '/v1/messages' : '/v1/messages/batch';
+      const payload =
+        size === 1
+          ? body('one-conversation')
+          : JSON.stringify({
+              messages: Array.from({ length: size }, (_, i) => ({
+                conversation_id: `batch-${i % 4}`,
+                role: i % 2 ? 'assistant' : 'user',
+                content: `batch message ${i} `.repeat(6),
+              })),
+            });
+      // A fixed amount, not a duration: autocannon then waits for every answer, so the 2xx
+      // count can be compared with the rows stored, exactly.
+      const run = await load(
+        ts,
+        { scenario },
+        {
+          url: `${ts.base}${path}`,
+          method: 'POST',
+          headers: jsonAuth(tenant.api_key),
+          body: payload,
+          connections,
+          amount,
+        },
       );
-      backlogs.push({ after, messages, seconds });
+      const stored = await rowsOf(tenant.id);
+      const expected = run.raw['2xx'] * size;
+      check(
+        `zero loss: ${scenario} at ${connections}`,
+        stored === expected,
+        `${run.raw['2xx']} answered 2xx × ${size} = ${expected}, ${stored} rows stored`,
+      );
+      await drained(`${scenario} at ${connections}`);
+      return run;
     }
-  }
 
-  const reads = (scenario: string, connections: number, opts: Partial<autocannon.Options>) =>
-    load(ts, { scenario }, { connections, duration: DURATION_S, ...opts } as autocannon.Options);
+    /** Lets the embedding worker finish what the writes queued before the next scenario runs. */
+    async function drained(after: string) {
+      const { messages, seconds } = await embeddingBacklogDrained(sql);
+      if (messages > 0) {
+        process.stderr.write(
+          `  embedding backlog after ${after}: ${messages} messages in ${seconds.toFixed(1)} s\n`,
+        );
+        backlogs.push({ after, messages, seconds });
+      }
+    }
 
-  /** Searches for a word of the corpus, a different one on each request. */
-  const search = (scenario: string, connections: number, key: string, mode: string) =>
-    reads(scenario, connections, {
-      url: `${ts.base}/v1/search`,
-      method: 'POST',
-      headers: jsonAuth(key),
-      requests: [{ setupRequest: (r) => ({ ...r, body: searchBody(mode) }) }],
-    });
+    const reads = (scenario: string, connections: number, opts: Partial<autocannon.Options>) =>
+      load(ts, { scenario }, { connections, duration: DURATION_S, ...opts } as autocannon.Options);
 
-  for (const connections of ratiosOnly ? [] : LEVELS) {
-    process.stderr.write(`\nscenarios at ${connections} connections\n`);
-    const key = main.api_key;
-    const scenarioRuns = [
-      () => reads('livez', connections, { url: `${ts.base}/livez` }),
-      () => writes('create', connections, 1, CREATES),
-      () => writes('batch create (20)', connections, BATCH_SIZE, BATCHES),
-      () => reads('list 50', connections, { url: `${ts.base}${listPath}`, headers: jsonAuth(key) }),
-      () =>
-        reads('get by id', connections, {
+    /** Searches for a word of the corpus, a different one on each request. */
+    const search = (scenario: string, connections: number, key: string, mode: string) =>
+      reads(scenario, connections, {
+        url: `${ts.base}/v1/search`,
+        method: 'POST',
+        headers: jsonAuth(key),
+        requests: [{ setupRequest: (r) => ({ ...r, body: searchBody(mode) }) }],
+      });
+
+    for (const connections of ratiosOnly ? [] : LEVELS) {
+      process.stderr.write(`\nscenarios at ${connections} connections\n`);
+      const key = mainTenant.api_key;
+      const scenarioRuns = [
+        () => reads('livez', connections, { url: `${ts.base}/livez` }),
+        () => writes('create', connections, 1, CREATES),
+        () => writes('batch create (20)', connections, BATCH_SIZE, BATCHES),
+        () =>
+          reads('list 50', connections, { url: `${ts.base}${listPath}`, headers: jsonAuth(key) }),
+        () =>
+          reads('get by id', connections, {
+            url: ts.base,
+            headers: jsonAuth(key),
+            requests: [
+              {
+                method: 'GET',
+                setupRequest: (r) => ({ ...r, path: `/v1/messages/${pick(corpus.ids)}` }),
+              },
+            ],
+          }),
+        () => search('full-text search', connections, key, 'fulltext'),
+        () => search('hybrid search', connections, key, 'hybrid'),
+        () => mixed(connections, key),
+      ];
+      for (const scenario of scenarioRuns) runs.push(strip(await scenario()));
+    }
+
+    /** 80% reads, 20% writes: each connection cycles through four reads and one create. */
+    async function mixed(connections: number, key: string) {
+      let created = 0;
+      const tenantBefore = await rowsOf(mainTenant.id);
+      const run = await load(
+        ts,
+        { scenario: 'mixed 80/20' },
+        {
           url: ts.base,
           headers: jsonAuth(key),
-          requests: [
-            {
-              method: 'GET',
-              setupRequest: (r) => ({ ...r, path: `/v1/messages/${pick(corpus.ids)}` }),
-            },
-          ],
-        }),
-      () => search('full-text search', connections, key, 'fulltext'),
-      () => search('hybrid search', connections, key, 'hybrid'),
-      () => mixed(connections, key),
-    ];
-    for (const scenario of scenarioRuns) runs.push(strip(await scenario()));
-  }
+          connections,
+          amount: MIXED,
+          requests: mixedRequests(corpus, () => created++),
+        },
+      );
+      const stored = (await rowsOf(mainTenant.id)) - tenantBefore;
+      check(
+        `zero loss: mixed 80/20 at ${connections}`,
+        stored === created,
+        `${created} creates answered 201, ${stored} rows stored`,
+      );
+      await drained(`mixed 80/20 at ${connections}`);
+      return run;
+    }
 
-  /** 80% reads, 20% writes: each connection cycles through four reads and one create. */
-  async function mixed(connections: number, key: string) {
-    let created = 0;
-    const tenantBefore = await rowsOf(main.id);
-    const run = await load(
-      ts,
-      { scenario: 'mixed 80/20' },
-      {
-        url: ts.base,
-        headers: jsonAuth(key),
-        connections,
-        amount: MIXED,
-        requests: mixedRequests(corpus, () => created++),
-      },
-    );
-    const stored = (await rowsOf(main.id)) - tenantBefore;
-    check(
-      `zero loss: mixed 80/20 at ${connections}`,
-      stored === created,
-      `${created} creates answered 201, ${stored} rows stored`,
-    );
-    await drained(`mixed 80/20 at ${connections}`);
-    return run;
-  }
+    for (const run of runs) {
+      check(
+        `no errors: ${run.scenario} at ${run.connections}`,
+        run.non2xx === 0 && run.errors === 0 && run.timeouts === 0,
+        `${run.non2xx} non-2xx, ${run.errors} errors, ${run.timeouts} timeouts`,
+      );
+    }
 
-  for (const run of runs) {
-    check(
-      `no errors: ${run.scenario} at ${run.connections}`,
-      run.non2xx === 0 && run.errors === 0 && run.timeouts === 0,
-      `${run.non2xx} non-2xx, ${run.errors} errors, ${run.timeouts} timeouts`,
-    );
-  }
+    if (!ratiosOnly) await rateLimitAccuracy(ts, rowsOf);
+    const ratios = await baselineRounds(ts, pg.url, mainTenant, listPath);
+    const middleware = withMiddleware
+      ? await middlewareCosts(ts, pg.url, embeddings, corpus, listPath)
+      : [];
 
-  if (!ratiosOnly) await rateLimitAccuracy(ts);
-  const ratios = await baselineRounds(ts, main, listPath);
-  const middleware = withMiddleware ? await middlewareCosts(ts, corpus, listPath) : [];
-
-  const results: BenchResults = {
-    version: 1,
-    date: new Date().toISOString(),
-    commit: gitCommit(),
-    quick,
-    ...(Object.keys(overrides).length > 0 ? { settings: overrides } : {}),
-    machine: await machine(),
-    runs,
-    ratios,
-    middleware,
-    embeddingBacklogs: backlogs,
-    checks,
-    passed: checks.every((c) => c.ok),
-  };
-  console.log(renderMarkdown(results));
-  if (!ratiosOnly) {
-    const dir = join(ROOT, 'bench', 'results');
-    mkdirSync(dir, { recursive: true });
-    const name = `${results.date.slice(0, 10)}-${results.commit}${quick ? '-quick' : ''}`;
-    const file = join(dir, name);
-    writeFileSync(`${file}.json`, `${JSON.stringify(results, null, 2)}\n`);
-    writeFileSync(`${file}.svg`, renderSvg(results));
-    process.stderr.write(`\nresults: ${file}.json\nchart:   ${file}.svg\n`);
+    const results: BenchResults = {
+      version: 1,
+      date: new Date().toISOString(),
+      commit: gitCommit(),
+      quick,
+      ...(Object.keys(overrides).length > 0 ? { settings: overrides } : {}),
+      machine: await machine(sql),
+      runs,
+      ratios,
+      middleware,
+      embeddingBacklogs: backlogs,
+      checks,
+      passed: checks.every((c) => c.ok),
+    };
+    console.log(renderMarkdown(results));
+    if (!ratiosOnly) {
+      const dir = join(ROOT, 'bench', 'results');
+      mkdirSync(dir, { recursive: true });
+      const name = `${results.date.slice(0, 10)}-${results.commit}${quick ? '-quick' : ''}`;
+      const file = join(dir, name);
+      writeFileSync(`${file}.json`, `${JSON.stringify(results, null, 2)}\n`);
+      writeFileSync(`${file}.svg`, renderSvg(results));
+      process.stderr.write(`\nresults: ${file}.json\nchart:   ${file}.svg\n`);
+    }
+    if (!results.passed) process.exitCode = 1;
+  } finally {
+    await sql.end();
+    await cleanup();
   }
-  if (!results.passed) process.exitCode = 1;
-} finally {
-  await sql.end();
-  await cleanup();
 }
 
 /** A tenant budget of 1,000 writes a minute under 128 connections admits exactly 1,000. */
-async function rateLimitAccuracy(ts: ServerProcess) {
+async function rateLimitAccuracy(ts: ServerProcess, rowsOf: (tenant: string) => Promise<number>) {
   const tenant = await createTenant(ts.base, 'rate limited');
   await api(ts.base, 'PATCH', `/v1/admin/tenants/${tenant.id}`, ADMIN_KEY, {
     rate_limit_write_per_minute: RATE_LIMIT_BUDGET,
@@ -300,6 +310,7 @@ async function rateLimitAccuracy(ts: ServerProcess) {
  */
 async function baselineRounds(
   ts: ServerProcess,
+  databaseUrl: string,
   tenant: Tenant,
   listPath: string,
 ): Promise<Ratio[]> {
@@ -307,7 +318,7 @@ async function baselineRounds(
   // add do not weigh on the main tenant's reads in the middleware rounds that follow.
   const writer = await createTenant(ts.base, 'paired rounds');
   const baseline = await startBaseline(
-    pg.url,
+    databaseUrl,
     { [tenant.api_key]: tenant.id, [writer.api_key]: writer.id },
     true,
   );
@@ -343,44 +354,23 @@ async function baselineRounds(
     }),
   };
   const ratios: Ratio[] = [];
-  for (const [scenario, opts] of Object.entries(scenarios)) {
-    const rounds: Ratio['rounds'] = [];
-    // Both servers compile their hot paths before anything is counted: the ratio is of
-    // steady states, not of how fast each warms up.
-    for (const server of [ts, baseline]) {
-      await load(
-        server,
-        { scenario: `${scenario} warm-up` },
-        { ...opts(server), connections: 128, duration: WARM_UP_S },
-      );
-    }
-    for (let round = 0; round < ROUNDS; round++) {
-      const order = round % 2 === 0 ? [ts, baseline] : [baseline, ts];
-      const got: Record<string, Run> = {};
-      for (const server of order) {
-        const run = strip(
-          await load(
-            server,
-            { scenario },
-            {
-              ...opts(server),
-              connections: 128,
-              duration: RATIO_DURATION_S,
-            },
-          ),
-        );
-        got[server.name] = run;
-        runs.push(run);
-      }
-      const t = got[ts.name]!;
-      const b = got[baseline.name]!;
-      rounds.push({
-        threadstore: t,
-        baseline: b,
-        rpsRatio: t.rps / b.rps,
-        p99Ratio: t.latency.p99 / Math.max(b.latency.p99, 1),
-      });
-    }
+  for (const [scenario, request] of Object.entries(scenarios)) {
+    const rounds: Ratio['rounds'] = (
+      await pairedRounds(ts, baseline, {
+        scenario,
+        rounds: ROUNDS,
+        seconds: RATIO_DURATION_S,
+        warmUpS: WARM_UP_S,
+        connections: 128,
+        request,
+        onRun: (run) => runs.push(run),
+      })
+    ).map(({ a: { run: t }, b: { run: b } }) => ({
+      threadstore: t,
+      baseline: b,
+      rpsRatio: t.rps / b.rps,
+      p99Ratio: t.latency.p99 / Math.max(b.latency.p99, 1),
+    }));
     const goal = GOALS[scenario as keyof typeof GOALS];
     const medianRpsRatio = median(rounds.map((r) => r.rpsRatio));
     const medianP99Ratio = median(rounds.map((r) => r.p99Ratio));
@@ -402,6 +392,8 @@ async function baselineRounds(
 /** Each piece of middleware off through configuration, paired with threadstore as shipped. */
 async function middlewareCosts(
   ts: ServerProcess,
+  databaseUrl: string,
+  embeddings: Embeddings,
   corpus: Corpus,
   listPath: string,
 ): Promise<MiddlewareCost[]> {
@@ -413,7 +405,7 @@ async function middlewareCosts(
   for (const variant of middlewareVariants) {
     process.stderr.write(`\nmiddleware: ${variant.name} (${variant.description})\n`);
     const off = await startThreadstore(
-      pg.url,
+      databaseUrl,
       embeddings,
       { ...overrides, ...variant.env },
       variant.name,
@@ -439,31 +431,16 @@ async function middlewareCosts(
               }
             : { url: `${s.base}${listPath}`, headers: jsonAuth(reader.api_key) };
       // The variant's server has just started: both warm up first, as in the paired rounds.
-      for (const server of [ts, off]) {
-        await load(
-          server,
-          { scenario: `${scenario} warm-up` },
-          { ...opts(server), connections: 128, duration: WARM_UP_S },
-        );
-      }
-      const gains: number[] = [];
-      const p99s: number[] = [];
-      for (let round = 0; round < rounds; round++) {
-        const order = round % 2 === 0 ? [ts, off] : [off, ts];
-        const got = new Map<ServerProcess, Run>();
-        for (const server of order) {
-          const run = strip(
-            await load(
-              server,
-              { scenario },
-              { ...opts(server), connections: 128, duration: RATIO_DURATION_S },
-            ),
-          );
-          got.set(server, run);
-        }
-        gains.push(got.get(off)!.rps / got.get(ts)!.rps);
-        p99s.push(got.get(off)!.latency.p99 / Math.max(got.get(ts)!.latency.p99, 1));
-      }
+      const paired = await pairedRounds(ts, off, {
+        scenario,
+        rounds,
+        seconds: RATIO_DURATION_S,
+        warmUpS: WARM_UP_S,
+        connections: 128,
+        request: opts,
+      });
+      const gains = paired.map(({ a, b }) => b.run.rps / a.run.rps);
+      const p99s = paired.map(({ a, b }) => b.run.latency.p99 / Math.max(a.run.latency.p99, 1));
       costs.push({
         variant: variant.name,
         description: variant.description,
@@ -486,7 +463,7 @@ function gitCommit(): string {
   return dirty.stdout.toString().trim() ? `${sha}-dirty` : sha;
 }
 
-async function machine(): Promise<BenchResults['machine']> {
+async function machine(sql: postgres.Sql): Promise<BenchResults['machine']> {
   const [version] = await sql<{ v: string }[]>`select current_setting('server_version') as v`;
   return {
     cpus: os.cpus().length,
@@ -496,4 +473,9 @@ async function machine(): Promise<BenchResults['machine']> {
     bun: Bun.version,
     postgres: version?.v ?? 'unknown',
   };
+}
+
+if (import.meta.main) {
+  if (args.includes('--help') || args.includes('-h')) console.log(USAGE);
+  else await main();
 }

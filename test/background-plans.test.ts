@@ -6,7 +6,7 @@ import { type SQL, sql } from 'drizzle-orm';
 import { rowsOf } from '../src/db/raw';
 import { backlogStatement, claimStatement } from '../src/embeddings/worker';
 import { buildTestApp, type TestApp } from './support/app';
-import { createDatabase } from './support/postgres';
+import { createDatabase } from '../harness/postgres';
 
 let t: TestApp;
 

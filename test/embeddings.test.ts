@@ -9,8 +9,8 @@ import { embeddingFailureCategories } from '../src/embeddings/failures';
 import { EmbeddingsUnavailableError } from '../src/embeddings/types';
 import { createLogger } from '../src/logger';
 import { ADMIN_KEY, buildTestApp, type TestApp } from './support/app';
-import { startEmbeddingServer } from './support/embedding-server';
-import { createDatabase } from './support/postgres';
+import { startEmbeddingServer } from '../harness/embedding-server';
+import { createDatabase } from '../harness/postgres';
 import { requirePgvector } from './support/requires';
 
 const describeWithPgvector = await requirePgvector();

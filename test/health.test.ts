@@ -11,7 +11,7 @@ import {
   type TestApp,
   expectUnauthorized,
 } from './support/app';
-import { startPostgres, type PostgresCluster } from './support/postgres';
+import { startPostgres, type PostgresCluster } from '../harness/postgres';
 
 const t = await sharedApp();
 

@@ -6,7 +6,7 @@ import type { DatabaseHandle } from '../src/db/types';
 import { createDeps } from '../src/deps';
 import { KeyResolver, UNCONFIRMED_TTL_MS } from '../src/auth/resolver';
 import { ADMIN_KEY, buildTestApp, type TestApp } from './support/app';
-import { type PostgresCluster, startPostgres } from './support/postgres';
+import { type PostgresCluster, startPostgres } from '../harness/postgres';
 
 // Two instances on one database, each caching keys far longer than any test runs: whatever
 // reaches B within a second came through LISTEN/NOTIFY (or the outage rules), not expiry.

@@ -4,8 +4,8 @@
 import { afterAll, expect, test } from 'bun:test';
 import postgres from 'postgres';
 import { ADMIN_KEY, buildTestApp, type TestApp } from './support/app';
-import { startEmbeddingServer } from './support/embedding-server';
-import { createDatabase } from './support/postgres';
+import { startEmbeddingServer } from '../harness/embedding-server';
+import { createDatabase } from '../harness/postgres';
 
 const admin = process.env.TEST_DATABASE_URL!;
 const name = `nopgv_${crypto.randomUUID().slice(0, 8)}`;

@@ -8,8 +8,8 @@ import { healthcheck, parseArgs, UsageError, USAGE } from '../src/cli';
 import { configKeys, configWarnings, loadConfig } from '../src/config';
 import { retentionOutcome } from '../src/server';
 import type { RetentionResult } from '../src/modules/retention/model';
-import { createDatabase } from './support/postgres';
-import { runCommand } from './support/process';
+import { createDatabase } from '../harness/postgres';
+import { runCommand } from '../harness/process';
 
 const ROOT = join(import.meta.dir, '..');
 const BUN = join(ROOT, 'node_modules', '.bin', 'bun');

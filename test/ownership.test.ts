@@ -2,7 +2,7 @@ import { describe, expect, test } from 'bun:test';
 import { sql } from 'drizzle-orm';
 import { join } from 'node:path';
 import { rowsOf } from '../src/db/raw';
-import { runCommand } from './support/process';
+import { runCommand } from '../harness/process';
 import { ADMIN_KEY, buildTestApp, sharedApp, type TestApp } from './support/app';
 
 const t = await sharedApp();

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTestApp } from './support/app';
-import { startEmbeddingServer } from './support/embedding-server';
+import { startEmbeddingServer } from '../harness/embedding-server';
 
 const dir = mkdtempSync(join(tmpdir(), 'threadstore-pglite-search-'));
 const server = startEmbeddingServer({ dimensions: 256 });

@@ -3,7 +3,7 @@
 // the migrations create.
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import postgres from 'postgres';
-import { createDatabase } from './support/postgres';
+import { createDatabase } from '../harness/postgres';
 import { requirePgvector } from './support/requires';
 
 const describeVector = await requirePgvector();

@@ -4,7 +4,7 @@ import { ConfigError, loadConfig } from '../src/config';
 import { RedisRateLimitStore } from '../src/plugins/rate-limit-redis';
 import { ADMIN_KEY, buildTestApp, type TestApp } from './support/app';
 import { expectBudgetHeld } from './support/rate-limit';
-import { findRedisServer, REDIS_INSTALL, type RedisServer, startRedis } from './support/redis';
+import { findRedisServer, REDIS_INSTALL, type RedisServer, startRedis } from '../harness/redis';
 import { requireOrSkip } from './support/requires';
 
 const describeRedis = requireOrSkip('Redis', findRedisServer() !== null, REDIS_INSTALL, {

@@ -9,8 +9,8 @@ import { migrate } from '../src/db/migrate';
 import { rowsOf } from '../src/db/raw';
 import { createLogger } from '../src/logger';
 import { buildTestApp, sharedApp, type TestApp } from './support/app';
-import { type EmbeddingServer, startEmbeddingServer } from './support/embedding-server';
-import { createDatabase } from './support/postgres';
+import { type EmbeddingServer, startEmbeddingServer } from '../harness/embedding-server';
+import { createDatabase } from '../harness/postgres';
 import { requirePgvector } from './support/requires';
 
 const CORPUS = [

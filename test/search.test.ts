@@ -16,8 +16,8 @@ import {
   embedText,
   type EmbeddingServer,
   startEmbeddingServer,
-} from './support/embedding-server';
-import { createDatabase } from './support/postgres';
+} from '../harness/embedding-server';
+import { createDatabase } from '../harness/postgres';
 import { requirePgvector } from './support/requires';
 
 const DIMENSIONS = 64;

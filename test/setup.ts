@@ -5,7 +5,7 @@ import { loadConfig } from '../src/config';
 import { openDatabase } from '../src/db/client';
 import { migrate } from '../src/db/migrate';
 import { createLogger } from '../src/logger';
-import { startPostgres } from './support/postgres';
+import { startPostgres } from '../harness/postgres';
 
 const given = process.env.DATABASE_URL;
 const cluster = given ? null : await startPostgres();

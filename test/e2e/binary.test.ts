@@ -15,10 +15,10 @@ import {
   ROOT,
   ServerProcess,
   TempDirs,
-} from '../support/binary';
+} from '../../harness/binary';
 import { LOG_FLUSH_INTERVAL_MS } from '../../src/logger';
-import { createDatabase } from '../support/postgres';
-import { runCommand } from '../support/process';
+import { createDatabase } from '../../harness/postgres';
+import { runCommand } from '../../harness/process';
 
 const ADMIN_KEY = 'e2e-admin-key-0123456789';
 /** Generous: a fresh embedded database takes 4 to 8 s on a small machine. */

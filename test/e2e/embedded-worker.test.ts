@@ -10,7 +10,7 @@ import {
   killAllServers,
   ServerProcess,
   TempDirs,
-} from '../support/binary';
+} from '../../harness/binary';
 
 const ADMIN_KEY = 'e2e-worker-admin-key-0123456789';
 /** Messages seeded, each containing SEARCH_WORD: one full-text search ranks all of them. */

@@ -9,9 +9,9 @@ import {
   killAllServers,
   ServerProcess,
   TempDirs,
-} from '../support/binary';
-import { startEmbeddingServer } from '../support/embedding-server';
-import { createDatabase } from '../support/postgres';
+} from '../../harness/binary';
+import { startEmbeddingServer } from '../../harness/embedding-server';
+import { createDatabase } from '../../harness/postgres';
 import { requirePgvector } from '../support/requires';
 
 const describeWithPgvector = await requirePgvector();

@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { BUILD_TIMEOUT_MS, buildBinary, killAllServers, ServerProcess } from '../support/binary';
-import { type EmbeddingServer, startEmbeddingServer } from '../support/embedding-server';
-import { createDatabase } from '../support/postgres';
+import { BUILD_TIMEOUT_MS, buildBinary, killAllServers, ServerProcess } from '../../harness/binary';
+import { type EmbeddingServer, startEmbeddingServer } from '../../harness/embedding-server';
+import { createDatabase } from '../../harness/postgres';
 import { requirePgvector } from '../support/requires';
 
 const ADMIN_KEY = 'e2e-mcp-admin-key-0123456789';

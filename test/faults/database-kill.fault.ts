@@ -1,9 +1,9 @@
 // Fault: PostgreSQL is SIGKILLed under a write load of 64 clients and restarted a few seconds
 // later, while the compiled binary keeps running.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import type { ServerProcess } from '../support/binary';
-import { BUILD_TIMEOUT_MS, killAllServers } from '../support/binary';
-import { type PostgresCluster, startPostgres } from '../support/postgres';
+import type { ServerProcess } from '../../harness/binary';
+import { BUILD_TIMEOUT_MS, killAllServers } from '../../harness/binary';
+import { type PostgresCluster, startPostgres } from '../../harness/postgres';
 import {
   ADMIN_KEY,
   createTenant,

@@ -4,14 +4,14 @@
 // embedded exactly once.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { PROVIDER_CHECK_TEXT } from '../../src/embeddings/client';
-import type { ServerProcess } from '../support/binary';
-import { BUILD_TIMEOUT_MS, killAllServers } from '../support/binary';
+import type { ServerProcess } from '../../harness/binary';
+import { BUILD_TIMEOUT_MS, killAllServers } from '../../harness/binary';
 import {
   type EmbeddingServer,
   type EmbeddingServerMode,
   startEmbeddingServer,
-} from '../support/embedding-server';
-import { type PostgresCluster, startPostgres } from '../support/postgres';
+} from '../../harness/embedding-server';
+import { type PostgresCluster, startPostgres } from '../../harness/postgres';
 import {
   ADMIN_KEY,
   createTenant,

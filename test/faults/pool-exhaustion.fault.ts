@@ -1,9 +1,9 @@
 // Fault: every pooled connection is held by writes that cannot finish (another session holds an
 // ACCESS EXCLUSIVE lock on messages), so new requests find no connection.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import type { ServerProcess } from '../support/binary';
-import { BUILD_TIMEOUT_MS, killAllServers } from '../support/binary';
-import { type PostgresCluster, startPostgres } from '../support/postgres';
+import type { ServerProcess } from '../../harness/binary';
+import { BUILD_TIMEOUT_MS, killAllServers } from '../../harness/binary';
+import { type PostgresCluster, startPostgres } from '../../harness/postgres';
 import { ADMIN_KEY, createTenant, faultBinary, inspector, send, startServer } from './support';
 
 const POOL_MAX = 3;

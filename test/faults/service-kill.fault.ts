@@ -1,8 +1,8 @@
 // Fault: the service itself is stopped under load, politely (SIGTERM) and not (SIGKILL), while
 // PostgreSQL stays up.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { BUILD_TIMEOUT_MS, killAllServers } from '../support/binary';
-import { type PostgresCluster, startPostgres } from '../support/postgres';
+import { BUILD_TIMEOUT_MS, killAllServers } from '../../harness/binary';
+import { type PostgresCluster, startPostgres } from '../../harness/postgres';
 import {
   createTenant,
   faultBinary,

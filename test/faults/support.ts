@@ -5,8 +5,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
-import { buildBinary, ServerProcess } from '../support/binary';
-import { freePort } from '../support/net';
+import { buildBinary, ServerProcess } from '../../harness/binary';
+import { freePort } from '../../harness/net';
 
 export const ADMIN_KEY = 'fault-admin-key-0123456789';
 /** A client gives up on a request after this long and records it as hung. */

@@ -2,8 +2,8 @@
 // claiming from the same queue in PostgreSQL against one embedding service. Each message must be
 // embedded exactly once, whichever worker took it, and the work must really be shared.
 import { afterAll, beforeAll, expect, test } from 'bun:test';
-import { BUILD_TIMEOUT_MS, killAllServers } from '../support/binary';
-import { type EmbeddingServer, startEmbeddingServer } from '../support/embedding-server';
+import { BUILD_TIMEOUT_MS, killAllServers } from '../../harness/binary';
+import { type EmbeddingServer, startEmbeddingServer } from '../../harness/embedding-server';
 import { requirePgvector } from '../support/requires';
 import { faultBinary } from '../faults/support';
 import { concurrently, type Fleet, message, metric, startFleet } from './support';

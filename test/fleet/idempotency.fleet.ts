@@ -2,7 +2,7 @@
 // another instance while its first attempt is still running there. The key is claimed in
 // PostgreSQL, so the write happens once whichever instances the attempts reach.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { BUILD_TIMEOUT_MS, killAllServers, type ServerProcess } from '../support/binary';
+import { BUILD_TIMEOUT_MS, killAllServers, type ServerProcess } from '../../harness/binary';
 import { faultBinary } from '../faults/support';
 import { REPLAYED_HEADER } from '../../src/modules/messages/idempotency';
 import { concurrently, type Fleet, message, startFleet } from './support';

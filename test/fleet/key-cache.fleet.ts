@@ -2,7 +2,7 @@
 // minutes here), and a key rotated or a tenant disabled through one instance must be refused by
 // every instance within a second (PostgreSQL LISTEN/NOTIFY), not when the cache expires.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { BUILD_TIMEOUT_MS, killAllServers, type ServerProcess } from '../support/binary';
+import { BUILD_TIMEOUT_MS, killAllServers, type ServerProcess } from '../../harness/binary';
 import { faultBinary, send } from '../faults/support';
 import { ADMIN_KEY, type Fleet, metric, startFleet } from './support';
 

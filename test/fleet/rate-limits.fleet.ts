@@ -3,8 +3,8 @@
 // (test/rate-limit-redis.test.ts) cover the store itself; these cover separate binaries.
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import Redis from 'ioredis';
-import { BUILD_TIMEOUT_MS, killAllServers } from '../support/binary';
-import { findRedisServer, REDIS_INSTALL, type RedisServer, startRedis } from '../support/redis';
+import { BUILD_TIMEOUT_MS, killAllServers } from '../../harness/binary';
+import { findRedisServer, REDIS_INSTALL, type RedisServer, startRedis } from '../../harness/redis';
 import { expectBudgetHeld } from '../support/rate-limit';
 import { requireOrSkip } from '../support/requires';
 import { faultBinary, send, tally, WriteLoad } from '../faults/support';

@@ -1,7 +1,7 @@
 // The retention job started on every instance of a fleet at once: a PostgreSQL advisory lock
 // lets exactly one run do the work, with exact counts, while the others answer `skipped` at once.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { BUILD_TIMEOUT_MS, killAllServers } from '../support/binary';
+import { BUILD_TIMEOUT_MS, killAllServers } from '../../harness/binary';
 import { faultBinary, send } from '../faults/support';
 import { ADMIN_KEY, type Fleet, startFleet } from './support';
 

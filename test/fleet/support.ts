@@ -2,8 +2,8 @@
 // three copies of the compiled binary on loopback, one PostgreSQL database (a fresh one per
 // file, in the cluster test/setup.ts started, so the instances migrate it together at start-up)
 // and a client that spreads requests over the instances round-robin, as a load balancer would.
-import type { ServerProcess } from '../support/binary';
-import { createDatabase } from '../support/postgres';
+import type { ServerProcess } from '../../harness/binary';
+import { createDatabase } from '../../harness/postgres';
 import { ADMIN_KEY, inspector, type Outcome, send, startServer } from '../faults/support';
 
 export { ADMIN_KEY } from '../faults/support';

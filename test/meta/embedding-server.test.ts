@@ -7,7 +7,7 @@ import {
   type EmbeddingServer,
   embedText,
   startEmbeddingServer,
-} from './support/embedding-server';
+} from '../../harness/embedding-server';
 
 const KEY = 'test-embedding-key';
 let server: EmbeddingServer;

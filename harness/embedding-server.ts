@@ -1,6 +1,7 @@
 // A real local HTTP server speaking the OpenAI embeddings API, for tests of the embedding client,
-// worker and search: it answers with deterministic vectors in which related texts are near each
-// other, and can be told to fail, rate-limit, stall, slow down or answer nonsense.
+// worker and search, and for the bench: it answers with deterministic vectors in which related
+// texts are near each other, and can be told to fail, rate-limit, stall, slow down or answer
+// nonsense.
 //
 // Route: POST {url}/embeddings, where url = http://127.0.0.1:<port><pathPrefix> and pathPrefix
 // defaults to '/v1' (OpenAI's own layout), so `url` is what goes into EMBEDDING_URL.

@@ -2,8 +2,8 @@ import { describe, expect, test } from 'bun:test';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { median, medianRun, renderMarkdown, renderSvg } from '../bench/report';
-import type { BenchResults, Run } from '../bench/types';
+import { median, medianRun, renderMarkdown, renderSvg } from '../../bench/report';
+import type { BenchResults, Run } from '../../bench/types';
 
 const ODD = 'a<&>b';
 
@@ -243,7 +243,7 @@ describe('command line', () => {
     writeFileSync(file, JSON.stringify(results()));
     const cli = Bun.spawnSync([
       process.execPath,
-      join(import.meta.dir, '../bench/report.ts'),
+      join(import.meta.dir, '../../bench/report.ts'),
       file,
     ]);
     expect(cli.exitCode).toBe(0);

@@ -4,7 +4,7 @@ import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export const ROOT = join(import.meta.dir, '..', '..');
+export const ROOT = join(import.meta.dir, '..');
 /** Generous: the build takes 1 to 2 s on a small machine, far longer when others compete for it. */
 export const BUILD_TIMEOUT_MS = 120_000;
 /** How long a server gets to log its port and answer /readyz 200. */

@@ -2,7 +2,12 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import fs from 'node:fs';
 import path from 'node:path';
 import postgres from 'postgres';
-import { createDatabase, findPgBin, startPostgres, type PostgresCluster } from './support/postgres';
+import {
+  createDatabase,
+  findPgBin,
+  startPostgres,
+  type PostgresCluster,
+} from '../../harness/postgres';
 
 async function selectOne(url: string): Promise<number> {
   // connect_timeout keeps a dead server from hanging the test until bun's 5 s default.
@@ -15,7 +20,7 @@ async function selectOne(url: string): Promise<number> {
   }
 }
 
-describe('test/support/postgres', () => {
+describe('harness/postgres', () => {
   let cluster: PostgresCluster | undefined;
 
   afterAll(async () => {

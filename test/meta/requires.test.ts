@@ -4,11 +4,11 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hasPgvector, isCi, requireOrSkip } from './support/requires';
-import { runCommand } from './support/process';
+import { hasPgvector, isCi, requireOrSkip } from '../support/requires';
+import { runCommand } from '../../harness/process';
 
-const BUN = join(import.meta.dir, '..', 'node_modules', '.bin', 'bun');
-const REQUIRES = join(import.meta.dir, 'support', 'requires.ts');
+const BUN = join(import.meta.dir, '..', '..', 'node_modules', '.bin', 'bun');
+const REQUIRES = join(import.meta.dir, '..', 'support', 'requires.ts');
 const tempDirs: string[] = [];
 
 afterAll(() => {

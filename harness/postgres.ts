@@ -1,6 +1,6 @@
-// Throwaway PostgreSQL clusters for tests: each call to startPostgres() gets its own data
-// directory, port and unix-socket directory, so test files can run in parallel and fault tests
-// can kill a server without disturbing anyone else.
+// Throwaway PostgreSQL clusters for the tests and the bench: each call to startPostgres() gets
+// its own data directory, port and unix-socket directory, so test files can run in parallel and
+// fault tests can kill a server without disturbing anyone else.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
