@@ -1,5 +1,6 @@
 import { Type as T, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { randomToken } from './auth/keys';
 
 /** Environment variables threadstore reads; `.env.example` mirrors this list key for key. */
 const ConfigSchema = T.Object({
@@ -256,11 +257,6 @@ export function withoutSecrets(
 /** Names of every variable the configuration reads. */
 export function configKeys(): string[] {
   return Object.keys(ConfigSchema.properties);
-}
-
-/** `bytes` random bytes as base64url. */
-export function randomToken(bytes: number): string {
-  return Buffer.from(crypto.getRandomValues(new Uint8Array(bytes))).toString('base64url');
 }
 
 /** Variable families of threadstore: an unknown name in one of them is surely a misspelling. */

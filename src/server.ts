@@ -1,14 +1,10 @@
-import { createApp } from './app';
 import type { Config } from './config';
-import { openDatabase } from './db/client';
-import { migrate } from './db/migrate';
-import { ensureSearch, reindexEmbeddings } from './db/search-setup';
-import { EmbeddingClient } from './embeddings/client';
+import { buildApplication, openMigrated, withMigratedDatabase } from './bootstrap';
+import { reindexEmbeddings } from './db/search-setup';
 import { EmbeddingWorker } from './embeddings/worker';
-import { type AppDeps, createDeps } from './deps';
+import type { AppDeps } from './deps';
 import pino from 'pino';
 import { createLogger, type Logger } from './logger';
-import { createFetchHandler } from './transport';
 import { purgeExpiredIdempotencyKeys } from './modules/messages/idempotency';
 import { runRetention } from './modules/retention/job';
 import type { RetentionResult } from './modules/retention/model';
@@ -26,25 +22,14 @@ const REDIS_STARTUP_WAIT_MS = 2000;
 
 /** Opens the database, migrates when configured, serves, and shuts down cleanly on signals. */
 export async function serve(config: Config, logger: Logger): Promise<void> {
-  const database = await openDatabase(config, logger);
-  if (config.MIGRATE_ON_START) {
-    const applied = await migrate(database);
-    logger.info({ applied }, 'migrations up to date');
-  }
-  const search = await ensureSearch(database, config, logger);
-  const embedder = search.semantic ? new EmbeddingClient(config) : null;
-  if (config.EMBEDDING_URL && !search.semantic) {
-    logger.warn({ reason: search.semanticReason }, 'semantic search unavailable; full-text only');
-  }
-  const deps = createDeps(config, logger, database, search, embedder);
+  const database = await openMigrated(config, logger, config.MIGRATE_ON_START);
+  const { deps, handler } = await buildApplication(config, logger, database);
   if (deps.rateLimitStore && !(await deps.rateLimitStore.ready(REDIS_STARTUP_WAIT_MS))) {
     logger.warn(
       { on_store_error: config.RATE_LIMIT_ON_STORE_ERROR },
       'Redis not reachable at start-up; rate limits follow RATE_LIMIT_ON_STORE_ERROR until it is',
     );
   }
-  const app = createApp(deps);
-  const handler = createFetchHandler(app, deps);
   const server = Bun.serve({
     port: config.PORT,
     hostname: config.HOST,
@@ -171,16 +156,9 @@ function startBackgroundWork(deps: AppDeps): () => Promise<void> {
 
 /** `threadstore migrate`: applies pending migrations and closes the database. */
 export async function migrateOnly(config: Config, logger: Logger): Promise<void> {
-  const database = await openDatabase(config, logger);
-  try {
-    const applied = await migrate(database);
-    logger.info({ applied }, 'migrations up to date');
-  } finally {
-    await database.close();
-  }
+  await withMigratedDatabase(config, logger, async () => {});
 }
 
-/** `threadstore retention run`: applies the retention policies once and prints the counts. */
 /**
  * `threadstore retention run`: one run, its result as JSON on stdout. Returns the exit code: 0
  * when the run completed or was skipped because another instance holds the lock, 1 when it
@@ -190,17 +168,13 @@ export async function migrateOnly(config: Config, logger: Logger): Promise<void>
 export async function retentionOnly(config: Config): Promise<number> {
   // Logs go to stderr here: stdout carries the result, for scripts to parse.
   const logger = createLogger(config.LOG_LEVEL, pino.destination(2));
-  const database = await openDatabase(config, logger);
-  try {
-    await migrate(database);
+  return withMigratedDatabase(config, logger, async (database) => {
     const result = await runRetention({ database, config, logger });
     process.stdout.write(`${JSON.stringify(result)}\n`);
     const outcome = retentionOutcome(result);
     process.stderr.write(`threadstore: retention run ${outcome.summary}\n`);
     return outcome.code;
-  } finally {
-    await database.close();
-  }
+  });
 }
 
 /** The exit code and one-line summary of a retention run, for the CLI. */
@@ -222,15 +196,11 @@ export function retentionOutcome(result: RetentionResult): { code: 0 | 1; summar
 export async function reindexOnly(config: Config, logger: Logger): Promise<void> {
   if (!config.EMBEDDING_URL)
     throw new Error('EMBEDDING_URL is not set: there is nothing to re-embed with');
-  const database = await openDatabase(config, logger);
-  try {
-    await migrate(database);
+  await withMigratedDatabase(config, logger, async (database) => {
     const queued = await reindexEmbeddings(database, config);
     logger.info(
       { queued, model: config.EMBEDDING_MODEL, dimensions: config.EMBEDDING_DIMENSIONS },
       'embeddings reset; the server embeds the queue',
     );
-  } finally {
-    await database.close();
-  }
+  });
 }

@@ -1,5 +1,9 @@
 import { timingSafeEqual } from 'node:crypto';
-import { randomToken } from '../config';
+
+/** `bytes` random bytes as base64url. */
+export function randomToken(bytes: number): string {
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(bytes))).toString('base64url');
+}
 
 /** Tenant keys carry a recognisable prefix so that leaked keys are easy to spot and scan for. */
 export const TENANT_KEY_PREFIX = 'ts_';

@@ -1,15 +1,9 @@
 import { expect } from 'bun:test';
 import { Writable } from 'node:stream';
-import { createApp } from '../../src/app';
+import { buildApplication, openMigrated } from '../../src/bootstrap';
 import { loadConfig } from '../../src/config';
-import { openDatabase } from '../../src/db/client';
-import { migrate } from '../../src/db/migrate';
-import { ensureSearch } from '../../src/db/search-setup';
-import { createDeps, fullTextOnly } from '../../src/deps';
-import { EmbeddingClient } from '../../src/embeddings/client';
 import { EmbeddingWorker } from '../../src/embeddings/worker';
 import { createLogger } from '../../src/logger';
-import { createFetchHandler } from '../../src/transport';
 
 export const ADMIN_KEY = 'test-admin-key-0123456789';
 /** Longest wait at start-up for the LISTEN connection that brings key changes. */
@@ -48,25 +42,19 @@ export async function buildTestApp(
   });
   const logs = new LogCapture();
   const logger = createLogger(config.LOG_LEVEL, logs);
-  const database = await openDatabase(config, logger);
-  // As `serve` does: migrate (a no-op when up to date), then set search up.
-  let search = fullTextOnly(config);
-  if (options.setup !== false) {
-    await migrate(database);
-    search = await ensureSearch(database, config, logger);
-  }
-  const embedder = search.semantic ? new EmbeddingClient(config) : null;
-  const deps = createDeps(config, logger, database, search, embedder);
+  // As `serve` starts: migrate (a no-op when up to date), then set search up.
+  const setup = options.setup !== false;
+  const database = await openMigrated(config, logger, setup);
+  const { deps, app, handler } = await buildApplication(config, logger, database, setup);
+  const { embedder } = deps;
   // Tests start once key changes of other instances are heard (health reports it, too).
-  for (let waited = 0; options.setup !== false && waited < LISTEN_WAIT_MS; waited += 10) {
+  for (let waited = 0; setup && waited < LISTEN_WAIT_MS; waited += 10) {
     if (deps.keys.listenerState().listening) break;
     await Bun.sleep(10);
   }
   // The background worker as the server runs it; tests that drive it by hand pass worker: false.
   const worker = embedder ? new EmbeddingWorker(database.db, embedder, config, logger) : null;
   if (worker && options.worker !== false) worker.start();
-  const app = createApp(deps);
-  const handler = createFetchHandler(app, deps);
 
   async function call(
     method: string,
