@@ -1,6 +1,7 @@
 import { openapi } from '@elysiajs/openapi';
 import { Elysia } from 'elysia';
 import type { AppDeps } from './deps';
+import { adminAuth } from './plugins/auth';
 import { adminModule } from './modules/admin';
 import { conversationsModule } from './modules/conversations';
 import { healthModule } from './modules/health';
@@ -61,10 +62,15 @@ export function createApp(deps: AppDeps) {
       .use(mcpModule(deps))
       .group('/v1', (v1) =>
         v1
-          .use(tenantsModule(deps))
-          .use(adminModule(deps))
-          .use(retentionModule(deps))
-          .use(ownershipModule(deps))
+          // Every admin route behind the one admin guard, applied to the modules used after it.
+          .group('/admin', (admin) =>
+            admin
+              .use(adminAuth(deps.config.ADMIN_API_KEY))
+              .use(tenantsModule(deps))
+              .use(adminModule(deps))
+              .use(retentionModule(deps))
+              .use(ownershipModule(deps)),
+          )
           .use(messagesModule(deps))
           .use(searchModule(deps))
           .use(conversationsModule(deps)),

@@ -4,7 +4,6 @@ import { requeueFailed } from '../../embeddings/worker';
 import { errors } from '../../lib/errors';
 import type { AppDeps } from '../../deps';
 import { commonErrors, ErrorResponse, Uuid } from '../../lib/schemas';
-import { adminAuth } from '../../plugins/auth';
 import { HealthReport } from '../health/model';
 import { healthReport } from '../health/service';
 
@@ -18,8 +17,7 @@ const HEALTH_JSON = 'application/health+json';
  */
 export function adminModule(deps: AppDeps) {
   const { config } = deps;
-  return new Elysia({ name: 'admin', prefix: '/admin', detail: { tags: ['admin'] } })
-    .use(adminAuth(config.ADMIN_API_KEY))
+  return new Elysia({ name: 'admin', detail: { tags: ['admin'] } })
     .get(
       '/health',
       async ({ set }) => {

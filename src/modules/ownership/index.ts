@@ -1,7 +1,6 @@
 import { Elysia, t } from 'elysia';
 import type { AppDeps } from '../../deps';
 import { commonErrors, IdParams } from '../../lib/schemas';
-import { adminAuth } from '../../plugins/auth';
 import { DELETE_DESCRIPTION, DeletedTenant, EXPORT_DESCRIPTION, NDJSON } from './model';
 import { deleteTenant, ndjsonStream, openExport } from './service';
 
@@ -9,8 +8,7 @@ const security = [{ adminKey: [] }];
 
 /** Operator routes over all of a tenant's data: export it, or delete it. */
 export function ownershipModule({ db, keys, config, logger }: AppDeps) {
-  return new Elysia({ name: 'ownership', prefix: '/admin/tenants', detail: { tags: ['admin'] } })
-    .use(adminAuth(config.ADMIN_API_KEY))
+  return new Elysia({ name: 'ownership', prefix: '/tenants', detail: { tags: ['admin'] } })
     .get(
       '/:id/export',
       async ({ params }) => {

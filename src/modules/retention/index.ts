@@ -1,15 +1,15 @@
 import { Elysia } from 'elysia';
 import type { AppDeps } from '../../deps';
 import { commonErrors } from '../../lib/schemas';
-import { adminAuth } from '../../plugins/auth';
 import { runRetention } from './job';
 import { RetentionResult } from './model';
 
 /** POST /v1/admin/retention/run: runs the retention job now, to completion or its time limit. */
 export function retentionModule(deps: AppDeps) {
-  return new Elysia({ name: 'retention', prefix: '/admin/retention', detail: { tags: ['admin'] } })
-    .use(adminAuth(deps.config.ADMIN_API_KEY))
-    .post('/run', () => runRetention(deps), {
+  return new Elysia({ name: 'retention', prefix: '/retention', detail: { tags: ['admin'] } }).post(
+    '/run',
+    () => runRetention(deps),
+    {
       response: { 200: RetentionResult, ...commonErrors },
       detail: {
         summary: 'Apply every tenant’s retention policy now and return the counts',
@@ -19,5 +19,6 @@ export function retentionModule(deps: AppDeps) {
           '`skipped: true` at once when another run is in progress; a failed run reports `error`.',
         security: [{ adminKey: [] }],
       },
-    });
+    },
+  );
 }

@@ -1,7 +1,6 @@
 import { Elysia } from 'elysia';
 import type { AppDeps } from '../../deps';
 import { IdParams, commonErrors } from '../../lib/schemas';
-import { adminAuth } from '../../plugins/auth';
 import {
   CreateTenant,
   CreatedTenant,
@@ -22,8 +21,7 @@ export function tenantsModule({ db, cursors, keys, config }: AppDeps) {
     archive_after_days: config.RETENTION_ARCHIVE_AFTER_DAYS ?? null,
     purge_after_days: config.RETENTION_PURGE_AFTER_DAYS ?? null,
   };
-  return new Elysia({ name: 'tenants', prefix: '/admin/tenants', detail: { tags: ['admin'] } })
-    .use(adminAuth(config.ADMIN_API_KEY))
+  return new Elysia({ name: 'tenants', prefix: '/tenants', detail: { tags: ['admin'] } })
     .post(
       '',
       async ({ body, set }) => {
