@@ -116,14 +116,17 @@ export async function deleteConversation(db: Database, tenantId: string, id: str
     .where(and(eq(conversations.tenantId, tenantId), eq(conversations.id, id)));
   if (!exists) throw errors.notFound('Conversation not found');
   for (;;) {
-    // message_search rows go with their messages (foreign key cascade).
+    // message_search rows go with their messages (foreign key cascade). As in the retention
+    // batches, the ids are folded into an array first: each statement reads at most
+    // DELETE_BATCH entries of ix_messages_conversation and deletes by primary key, with no join
+    // for the planner to turn into a scan of the tenant's messages.
     const [row] = rowsOf<{ n: number }>(
       await db.execute(sql`
         with d as (
-          delete from messages where id in (
+          delete from messages where id = any(array(
             select id from messages
             where tenant_id = ${tenantId} and conversation_id = ${id}
-            limit ${DELETE_BATCH})
+            limit ${DELETE_BATCH}))
           returning 1)
         select count(*)::int as n from d`),
     );
